@@ -1,0 +1,372 @@
+//! The tape (`Tape`), the handle to a value on it (`Var`), and the reverse sweep that
+//! turns a loss into `Gradients`.
+//!
+//! The tape is a flat list of nodes in creation order. An op can only use values that
+//! already exist, so creation order is a topological order, and `backward` is a single
+//! loop from the loss down to the first node: no recursion, no hash map, no sort.
+
+use crate::ops::Op;
+use crate::tensor::{Tensor, broadcast_shapes, zip_into};
+use smallvec::SmallVec;
+use std::cell::{Ref, RefCell};
+use std::fmt;
+use std::panic::Location;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+/// A recording of every value computed, in creation order.
+///
+/// Make leaves with [`Tape::var`] (differentiated) and [`Tape::constant`] (not), combine
+/// them with the ops on [`Var`], then call [`Var::backward`].
+pub struct Tape {
+    pub(crate) nodes: RefCell<Vec<Node>>,
+    id: u64,
+}
+
+pub(crate) struct Node {
+    pub(crate) kind: Kind,
+    pub(crate) inputs: SmallVec<[usize; 2]>,
+    pub(crate) value: Tensor,
+    /// Whether some `Tape::var` leaf reaches this node (so a gradient must flow here).
+    pub(crate) tracked: bool,
+}
+
+pub(crate) enum Kind {
+    Var,
+    Constant,
+    Op(Box<dyn Op>),
+}
+
+impl Kind {
+    pub(crate) fn name(&self) -> &str {
+        match self {
+            Kind::Var => "var",
+            Kind::Constant => "constant",
+            Kind::Op(op) => op.name(),
+        }
+    }
+}
+
+static NEXT_TAPE_ID: AtomicU64 = AtomicU64::new(0);
+
+impl Default for Tape {
+    fn default() -> Self {
+        Tape::new()
+    }
+}
+
+impl Tape {
+    /// An empty tape.
+    pub fn new() -> Tape {
+        Tape::with_capacity(0)
+    }
+
+    /// An empty tape with room for `nodes` nodes before it reallocates.
+    pub fn with_capacity(nodes: usize) -> Tape {
+        Tape {
+            nodes: RefCell::new(Vec::with_capacity(nodes)),
+            id: NEXT_TAPE_ID.fetch_add(1, Ordering::Relaxed),
+        }
+    }
+
+    /// The number of nodes recorded so far.
+    pub fn len(&self) -> usize {
+        self.nodes.borrow().len()
+    }
+
+    /// Whether nothing has been recorded.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// Forget every node, keeping the allocation, so a training loop can reuse one tape.
+    /// Taking `&mut self` means no `Var` of the old recording can still be alive.
+    pub fn clear(&mut self) {
+        self.nodes.get_mut().clear();
+    }
+
+    /// A leaf whose gradient [`Var::backward`] computes.
+    #[track_caller]
+    pub fn var(&self, value: Tensor) -> Var<'_> {
+        self.push_node(Kind::Var, SmallVec::new(), value, true)
+    }
+
+    /// A leaf that is not differentiated (data, labels, fixed parameters).
+    #[track_caller]
+    pub fn constant(&self, value: Tensor) -> Var<'_> {
+        self.push_node(Kind::Constant, SmallVec::new(), value, false)
+    }
+
+    /// Record `op` applied to `inputs`: the forward rule runs now.
+    #[track_caller]
+    pub(crate) fn push(&self, op: Box<dyn Op>, inputs: &[Var<'_>]) -> Var<'_> {
+        for v in inputs {
+            if !std::ptr::eq(v.tape, self) {
+                panic!(
+                    "tapegrad: {}: operands belong to different tapes (at {})",
+                    op.name(),
+                    Location::caller()
+                );
+            }
+        }
+        let (value, tracked) = {
+            let nodes = self.borrow_nodes(op.name());
+            let values: SmallVec<[&Tensor; 2]> =
+                inputs.iter().map(|v| &nodes[v.index].value).collect();
+            let value = match op.forward(&values) {
+                Ok(value) => value,
+                Err(message) => panic!("tapegrad: {message} (at {})", Location::caller()),
+            };
+            (value, inputs.iter().any(|v| nodes[v.index].tracked))
+        };
+        let inputs = inputs.iter().map(|v| v.index).collect();
+        self.push_node(Kind::Op(op), inputs, value, tracked)
+    }
+
+    #[track_caller]
+    fn push_node(
+        &self,
+        kind: Kind,
+        inputs: SmallVec<[usize; 2]>,
+        value: Tensor,
+        tracked: bool,
+    ) -> Var<'_> {
+        let Ok(mut nodes) = self.nodes.try_borrow_mut() else {
+            panic!(
+                "tapegrad: {}: the tape is borrowed by a live `value()` guard; drop it \
+                 (or clone the tensor) before adding ops (at {})",
+                kind.name(),
+                Location::caller()
+            );
+        };
+        nodes.push(Node {
+            kind,
+            inputs,
+            value,
+            tracked,
+        });
+        Var {
+            tape: self,
+            index: nodes.len() - 1,
+        }
+    }
+
+    #[track_caller]
+    fn borrow_nodes(&self, what: &str) -> Ref<'_, Vec<Node>> {
+        self.nodes.try_borrow().unwrap_or_else(|_| {
+            panic!(
+                "tapegrad: {what}: the tape is being modified (at {})",
+                Location::caller()
+            )
+        })
+    }
+}
+
+/// A value on a tape: a cheap, `Copy` handle (the tape and an index).
+///
+/// Arithmetic reads like maths: `+ - * /` between two vars or a var and an `f64`,
+/// unary `-`, and the methods below. Elementwise ops broadcast like numpy.
+#[derive(Clone, Copy)]
+pub struct Var<'t> {
+    pub(crate) tape: &'t Tape,
+    pub(crate) index: usize,
+}
+
+impl<'t> Var<'t> {
+    /// The tape this var lives on.
+    pub fn tape(&self) -> &'t Tape {
+        self.tape
+    }
+
+    /// This var's position on its tape (nodes are numbered in creation order).
+    pub fn index(&self) -> usize {
+        self.index
+    }
+
+    /// The var's value. The guard borrows the tape: drop it (or clone the tensor)
+    /// before recording more ops, or the next op panics and says so.
+    pub fn value(&self) -> Ref<'t, Tensor> {
+        Ref::map(self.tape.nodes.borrow(), |nodes| &nodes[self.index].value)
+    }
+
+    /// The var's shape.
+    pub fn shape(&self) -> SmallVec<[usize; 4]> {
+        self.value().shape().into()
+    }
+
+    /// Gradients of this one-element var with respect to every `Tape::var` leaf.
+    ///
+    /// # Panics
+    /// If the var holds more than one element: use [`Var::backward_with`] with an
+    /// explicit upstream gradient.
+    #[track_caller]
+    pub fn backward(self) -> Gradients {
+        let shape = self.shape();
+        if shape.iter().product::<usize>() != 1 {
+            panic!(
+                "tapegrad: backward: var has shape {:?} ({} elements); backward() needs a \
+                 one-element loss, use backward_with(seed) to give an upstream gradient \
+                 (at {})",
+                shape,
+                shape.iter().product::<usize>(),
+                Location::caller()
+            );
+        }
+        self.backward_with(Tensor::full(&shape, 1.0))
+    }
+
+    /// Reverse sweep seeded with `seed`, the gradient of some scalar with respect to
+    /// this var (same shape as the var).
+    ///
+    /// Every node's gradient is dropped as soon as it has been passed to its inputs;
+    /// only the gradients of `Tape::var` leaves are kept.
+    ///
+    /// # Panics
+    /// If `seed`'s shape differs from the var's.
+    #[track_caller]
+    pub fn backward_with(self, seed: Tensor) -> Gradients {
+        let nodes = self.tape.borrow_nodes("backward");
+        let root = &nodes[self.index];
+        if seed.shape() != root.value.shape() {
+            panic!(
+                "tapegrad: backward_with: seed has shape {:?} but the var has shape {:?} (at {})",
+                seed.shape(),
+                root.value.shape(),
+                Location::caller()
+            );
+        }
+        let mut grads: Vec<Option<Tensor>> = Vec::new();
+        grads.resize_with(nodes.len(), || None);
+        grads[self.index] = Some(seed);
+        for i in (0..=self.index).rev() {
+            let node = &nodes[i];
+            let Kind::Op(op) = &node.kind else { continue };
+            let Some(upstream) = grads[i].take() else {
+                continue;
+            };
+            if !node.tracked {
+                continue;
+            }
+            let inputs: SmallVec<[&Tensor; 2]> =
+                node.inputs.iter().map(|&j| &nodes[j].value).collect();
+            let wanted: SmallVec<[bool; 2]> =
+                node.inputs.iter().map(|&j| nodes[j].tracked).collect();
+            let local = op.backward(&inputs, &node.value, upstream, &wanted);
+            for (&j, g) in node.inputs.iter().zip(local) {
+                if let Some(g) = g {
+                    grads[j] = Some(match grads[j].take() {
+                        None => g,
+                        Some(acc) => accumulate(acc, g),
+                    });
+                }
+            }
+        }
+        let slots = nodes
+            .iter()
+            .zip(grads)
+            .map(|(node, g)| match node.kind {
+                Kind::Var => {
+                    let shape = node.value.shape();
+                    Slot::Grad(match g {
+                        Some(g) if g.shape() == shape => g,
+                        Some(g) => g.broadcast_to(shape),
+                        None => Tensor::zeros(shape),
+                    })
+                }
+                Kind::Constant => Slot::Constant,
+                Kind::Op(_) => Slot::Intermediate,
+            })
+            .collect();
+        Gradients {
+            slots,
+            tape: self.tape.id,
+        }
+    }
+}
+
+/// Sum of two gradient contributions for one node (both broadcast to its shape).
+fn accumulate(acc: Tensor, g: Tensor) -> Tensor {
+    let shape = broadcast_shapes(acc.shape(), g.shape()).expect("gradient shapes broadcast");
+    if acc.shape() == &shape[..] {
+        zip_into(acc, &g, &shape, |x, y| x + y)
+    } else {
+        zip_into(g, &acc, &shape, |y, x| x + y)
+    }
+}
+
+/// Gradients from one reverse sweep, looked up by var.
+pub struct Gradients {
+    slots: Vec<Slot>,
+    tape: u64,
+}
+
+enum Slot {
+    Grad(Tensor),
+    Constant,
+    Intermediate,
+}
+
+impl Gradients {
+    /// The gradient with respect to the leaf `var` (made with [`Tape::var`]): same shape
+    /// as the var, zeros where the loss does not depend on it.
+    ///
+    /// # Panics
+    /// If `var` is a constant, an intermediate result (their gradients are freed during
+    /// the sweep), or belongs to another tape.
+    #[track_caller]
+    pub fn wrt(&self, var: Var<'_>) -> &Tensor {
+        if var.tape.id != self.tape {
+            panic!(
+                "tapegrad: wrt: var #{} belongs to another tape than these gradients (at {})",
+                var.index,
+                Location::caller()
+            );
+        }
+        match self.slots.get(var.index) {
+            Some(Slot::Grad(g)) => g,
+            Some(Slot::Constant) => panic!(
+                "tapegrad: wrt: var #{} is a constant (Tape::constant) and has no gradient; \
+                 make it with Tape::var to differentiate it (at {})",
+                var.index,
+                Location::caller()
+            ),
+            Some(Slot::Intermediate) => panic!(
+                "tapegrad: wrt: var #{} is an intermediate result; gradients are kept only \
+                 for leaves made with Tape::var (at {})",
+                var.index,
+                Location::caller()
+            ),
+            None => panic!(
+                "tapegrad: wrt: var #{} was created after backward() ran; the loss cannot \
+                 depend on it (at {})",
+                var.index,
+                Location::caller()
+            ),
+        }
+    }
+}
+
+impl fmt::Debug for Var<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let nodes = self.tape.nodes.borrow();
+        let node = &nodes[self.index];
+        write!(
+            f,
+            "Var(#{} {} {:?})",
+            self.index,
+            node.kind.name(),
+            node.value
+        )
+    }
+}
+
+impl fmt::Debug for Gradients {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let mut list = f.debug_map();
+        for (i, slot) in self.slots.iter().enumerate() {
+            if let Slot::Grad(g) = slot {
+                list.entry(&i, g);
+            }
+        }
+        list.finish()
+    }
+}

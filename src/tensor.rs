@@ -1,0 +1,485 @@
+//! `Tensor`: an n-d array of f64, row-major, with numpy broadcasting.
+//!
+//! Two routines carry all the shape logic of the crate: [`zip_broadcast`] (every
+//! elementwise op's forward and backward goes through it) and [`sum_to`] (every backward
+//! that has to undo a broadcast goes through it). Broadcasting bugs hide in copies, so
+//! there are no copies.
+
+use smallvec::SmallVec;
+use std::fmt;
+
+/// A shape: up to four dimensions live inline, so a scalar's shape costs no heap.
+pub type Shape = SmallVec<[usize; 4]>;
+/// Element storage: one element lives inline, so a rank-0 tensor costs no heap.
+pub(crate) type Data = SmallVec<[f64; 1]>;
+
+/// The error type of fallible constructors.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Error {
+    message: String,
+}
+
+impl Error {
+    pub(crate) fn new(message: impl Into<String>) -> Self {
+        Error {
+            message: message.into(),
+        }
+    }
+}
+
+impl fmt::Display for Error {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.message)
+    }
+}
+
+impl std::error::Error for Error {}
+
+/// An n-dimensional array of `f64` in row-major order.
+///
+/// ```
+/// use tapegrad::Tensor;
+/// let m = Tensor::new(vec![1.0, 2.0, 3.0, 4.0, 5.0, 6.0], &[2, 3]).unwrap();
+/// assert_eq!(m.shape(), &[2, 3]);
+/// assert_eq!(m.data()[4], 5.0); // row 1, column 1
+/// assert!(Tensor::new(vec![1.0], &[2, 3]).is_err());
+/// ```
+#[derive(Clone, PartialEq)]
+pub struct Tensor {
+    shape: Shape,
+    data: Data,
+}
+
+impl Tensor {
+    /// A tensor of the given shape from row-major data.
+    ///
+    /// # Errors
+    /// If `data.len()` is not the product of `shape`; the message names both.
+    pub fn new(data: Vec<f64>, shape: &[usize]) -> Result<Tensor, Error> {
+        let want: usize = shape.iter().product();
+        if data.len() != want {
+            return Err(Error::new(format!(
+                "Tensor::new: data has {} elements but shape {:?} needs {}",
+                data.len(),
+                shape,
+                want
+            )));
+        }
+        Ok(Tensor::from_parts(data_from_vec(data), shape.into()))
+    }
+
+    /// A rank-0 tensor (shape `[]`) holding `value`.
+    pub fn scalar(value: f64) -> Tensor {
+        Tensor::from_parts(Data::from_elem(value, 1), Shape::new())
+    }
+
+    /// A tensor of the given shape with every element equal to `value`.
+    pub fn full(shape: &[usize], value: f64) -> Tensor {
+        let n = shape.iter().product();
+        let data = if n == 1 {
+            Data::from_elem(value, 1)
+        } else {
+            data_from_vec(vec![value; n])
+        };
+        Tensor::from_parts(data, shape.into())
+    }
+
+    /// Zeros of the given shape.
+    pub fn zeros(shape: &[usize]) -> Tensor {
+        Tensor::full(shape, 0.0)
+    }
+
+    pub(crate) fn from_parts(data: Data, shape: Shape) -> Tensor {
+        debug_assert_eq!(data.len(), shape.iter().product::<usize>());
+        Tensor { shape, data }
+    }
+
+    /// The shape, outermost dimension first.
+    pub fn shape(&self) -> &[usize] {
+        &self.shape
+    }
+
+    /// The elements in row-major order.
+    pub fn data(&self) -> &[f64] {
+        &self.data
+    }
+
+    /// The number of elements.
+    pub fn len(&self) -> usize {
+        self.data.len()
+    }
+
+    /// Whether the tensor has no elements (some dimension is 0).
+    pub fn is_empty(&self) -> bool {
+        self.data.is_empty()
+    }
+
+    /// The single element of a one-element tensor (of any rank).
+    ///
+    /// # Panics
+    /// If the tensor does not hold exactly one element.
+    #[track_caller]
+    pub fn item(&self) -> f64 {
+        if self.data.len() != 1 {
+            panic!(
+                "Tensor::item: tensor of shape {:?} has {} elements, item() needs exactly one",
+                self.shape,
+                self.data.len()
+            );
+        }
+        self.data[0]
+    }
+
+    /// The same elements under another shape with as many elements.
+    ///
+    /// # Errors
+    /// If the element counts differ.
+    pub fn reshape(&self, shape: &[usize]) -> Result<Tensor, Error> {
+        let want: usize = shape.iter().product();
+        if want != self.len() {
+            return Err(Error::new(format!(
+                "reshape: cannot reshape {:?} ({} elements) to {:?} ({} elements)",
+                self.shape,
+                self.len(),
+                shape,
+                want
+            )));
+        }
+        Ok(Tensor::from_parts(self.data.clone(), shape.into()))
+    }
+
+    pub(crate) fn into_reshaped(self, shape: Shape) -> Tensor {
+        Tensor::from_parts(self.data, shape)
+    }
+
+    /// Apply `f` to every element, reusing this tensor's buffer.
+    pub(crate) fn map_in_place(mut self, f: impl Fn(f64) -> f64) -> Tensor {
+        self.data.iter_mut().for_each(|x| *x = f(*x));
+        self
+    }
+
+    /// A new tensor of the same shape with `f` applied to every element.
+    pub(crate) fn map(&self, f: impl Fn(f64) -> f64) -> Tensor {
+        let data = if self.len() == 1 {
+            Data::from_elem(f(self.data[0]), 1)
+        } else {
+            data_from_vec(self.data.iter().map(|&x| f(x)).collect())
+        };
+        Tensor::from_parts(data, self.shape.clone())
+    }
+
+    /// This tensor broadcast to `shape` (which it must broadcast to).
+    pub(crate) fn broadcast_to(&self, shape: &[usize]) -> Tensor {
+        if self.shape() == shape {
+            return self.clone();
+        }
+        let zeros = Tensor::zeros(&[]);
+        zip_broadcast(self, &zeros, shape, |x, _| x)
+    }
+}
+
+impl From<Vec<f64>> for Tensor {
+    /// A 1-d tensor.
+    fn from(data: Vec<f64>) -> Tensor {
+        let n = data.len();
+        Tensor::from_parts(data_from_vec(data), SmallVec::from_slice(&[n]))
+    }
+}
+
+impl From<f64> for Tensor {
+    /// A rank-0 tensor.
+    fn from(value: f64) -> Tensor {
+        Tensor::scalar(value)
+    }
+}
+
+impl fmt::Debug for Tensor {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "Tensor(shape={:?}, data=", self.shape)?;
+        write_preview(f, &self.data, 8)?;
+        f.write_str(")")
+    }
+}
+
+impl fmt::Display for Tensor {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{:?} ", self.shape)?;
+        write_preview(f, &self.data, 8)
+    }
+}
+
+/// `[a, b, c, ... (n in all)]`, at most `max` elements.
+pub(crate) fn write_preview(f: &mut dyn fmt::Write, data: &[f64], max: usize) -> fmt::Result {
+    f.write_str("[")?;
+    for (i, x) in data.iter().take(max).enumerate() {
+        if i > 0 {
+            f.write_str(", ")?;
+        }
+        write!(f, "{x}")?;
+    }
+    if data.len() > max {
+        write!(f, ", ... ({} in all)", data.len())?;
+    }
+    f.write_str("]")
+}
+
+/// Vec → inline storage for one element, the Vec's own buffer otherwise.
+pub(crate) fn data_from_vec(v: Vec<f64>) -> Data {
+    if v.len() == 1 {
+        Data::from_elem(v[0], 1)
+    } else {
+        Data::from_vec(v)
+    }
+}
+
+/// The numpy broadcast of two shapes, or `None` if they do not broadcast.
+pub(crate) fn broadcast_shapes(a: &[usize], b: &[usize]) -> Option<Shape> {
+    if a == b {
+        return Some(a.into());
+    }
+    let rank = a.len().max(b.len());
+    let mut out = Shape::with_capacity(rank);
+    for i in 0..rank {
+        let da = dim_from_right(a, rank - 1 - i);
+        let db = dim_from_right(b, rank - 1 - i);
+        out.push(match (da, db) {
+            (x, y) if x == y => x,
+            (1, y) => y,
+            (x, 1) => x,
+            _ => return None,
+        });
+    }
+    Some(out)
+}
+
+/// Dimension `k` counted from the right (0 = last), 1 where the shape is too short.
+fn dim_from_right(shape: &[usize], k: usize) -> usize {
+    if k < shape.len() {
+        shape[shape.len() - 1 - k]
+    } else {
+        1
+    }
+}
+
+/// Row-major strides of `shape` laid over `out` (right-aligned): 0 on broadcast dims.
+fn strides_in(shape: &[usize], out: &[usize]) -> Shape {
+    let mut strides = Shape::from_elem(0, out.len());
+    let mut step = 1;
+    for k in 0..shape.len() {
+        let d = shape[shape.len() - 1 - k];
+        if d != 1 {
+            strides[out.len() - 1 - k] = step;
+        }
+        step *= d;
+    }
+    strides
+}
+
+/// `f(a, b)` elementwise over `out`, the broadcast of both shapes (the caller checked).
+///
+/// Fast paths: rank-0 (no heap), same shape, and one side holding a single element;
+/// everything else walks the outer dimensions with an odometer and the last one in a
+/// tight loop.
+pub(crate) fn zip_broadcast(
+    a: &Tensor,
+    b: &Tensor,
+    out: &[usize],
+    f: impl Fn(f64, f64) -> f64,
+) -> Tensor {
+    let (x, y) = (a.data(), b.data());
+    let n: usize = out.iter().product();
+    let data = if n == 1 && x.len() == 1 && y.len() == 1 {
+        Data::from_elem(f(x[0], y[0]), 1)
+    } else if x.len() == n && y.len() == n {
+        data_from_vec(x.iter().zip(y).map(|(&p, &q)| f(p, q)).collect())
+    } else if y.len() == 1 && x.len() == n {
+        let q = y[0];
+        data_from_vec(x.iter().map(|&p| f(p, q)).collect())
+    } else if x.len() == 1 && y.len() == n {
+        let p = x[0];
+        data_from_vec(y.iter().map(|&q| f(p, q)).collect())
+    } else {
+        data_from_vec(zip_strided(x, a.shape(), y, b.shape(), out, &f))
+    };
+    Tensor::from_parts(data, out.into())
+}
+
+/// Like [`zip_broadcast`] but writes into `a`'s buffer when `a` already has shape `out`.
+pub(crate) fn zip_into(
+    mut a: Tensor,
+    b: &Tensor,
+    out: &[usize],
+    f: impl Fn(f64, f64) -> f64,
+) -> Tensor {
+    if a.shape() != out || a.len() <= 1 {
+        return zip_broadcast(&a, b, out, f);
+    }
+    let y = b.data();
+    if y.len() == a.len() {
+        a.data.iter_mut().zip(y).for_each(|(p, &q)| *p = f(*p, q));
+    } else if y.len() == 1 {
+        let q = y[0];
+        a.data.iter_mut().for_each(|p| *p = f(*p, q));
+    } else {
+        return zip_broadcast(&a, b, out, f);
+    }
+    a
+}
+
+fn zip_strided(
+    x: &[f64],
+    xs: &[usize],
+    y: &[f64],
+    ys: &[usize],
+    out: &[usize],
+    f: &impl Fn(f64, f64) -> f64,
+) -> Vec<f64> {
+    let n: usize = out.iter().product();
+    let mut result = Vec::with_capacity(n);
+    if n == 0 {
+        return result;
+    }
+    let (sx, sy) = (strides_in(xs, out), strides_in(ys, out));
+    let rank = out.len();
+    let inner = out[rank - 1];
+    let (ix, iy) = (sx[rank - 1], sy[rank - 1]);
+    let mut index = Shape::from_elem(0, rank);
+    let (mut ox, mut oy) = (0usize, 0usize);
+    loop {
+        for k in 0..inner {
+            result.push(f(x[ox + k * ix], y[oy + k * iy]));
+        }
+        // Advance the odometer over the outer dimensions.
+        let mut d = rank - 1;
+        loop {
+            if d == 0 {
+                return result;
+            }
+            d -= 1;
+            index[d] += 1;
+            ox += sx[d];
+            oy += sy[d];
+            if index[d] < out[d] {
+                break;
+            }
+            ox -= sx[d] * out[d];
+            oy -= sy[d] * out[d];
+            index[d] = 0;
+        }
+    }
+}
+
+/// Reduce `grad`, a gradient for a value of shape `out`, to an operand of shape `target`
+/// that was broadcast to `out`: sum over every dimension the broadcast stretched.
+///
+/// `grad` may itself be smaller than `out` (any shape that broadcasts to `out`): a
+/// gradient that is the same for all elements is kept as one number, and where it was
+/// never materialized along a reduced dimension, summing means multiplying by that
+/// dimension's length. The result broadcasts to `target`; [`Tensor::broadcast_to`]
+/// makes it exactly `target` when someone needs that.
+pub(crate) fn sum_to(grad: Tensor, out: &[usize], target: &[usize]) -> Tensor {
+    if grad.shape() == target || target == out {
+        return grad;
+    }
+    if target.iter().product::<usize>() == 1 {
+        // The whole gradient collapses to one number.
+        let n: usize = out.iter().product();
+        let total = if grad.len() == 1 {
+            grad.data[0] * (n as f64)
+        } else {
+            pairwise_sum(grad.data())
+        };
+        return Tensor::from_parts(Data::from_elem(total, 1), target.into());
+    }
+    let rank = out.len();
+    let g = grad.broadcast_to_rank(rank);
+    // Per dimension: keep it (target has it), sum it (g has it, target does not), or
+    // scale by it (neither has it).
+    let mut kept = Shape::with_capacity(rank);
+    let mut scale = 1.0;
+    for d in 0..rank {
+        let t = dim_from_right(target, rank - 1 - d);
+        let gd = g.shape[d];
+        if t == out[d] {
+            kept.push(gd);
+        } else {
+            kept.push(1);
+            if gd == 1 {
+                scale *= out[d] as f64;
+            }
+        }
+    }
+    let mut reduced = vec![0.0; kept.iter().product()];
+    let strides = strides_in(&kept, g.shape());
+    for_each_index(g.shape(), |flat, index| {
+        let at: usize = index.iter().zip(&strides).map(|(i, s)| i * s).sum();
+        reduced[at] += g.data[flat];
+    });
+    if scale != 1.0 {
+        reduced.iter_mut().for_each(|x| *x *= scale);
+    }
+    // Drop leading dimensions the target does not have (they are all 1 now).
+    let extra = rank - target.len().min(rank);
+    Tensor::from_parts(data_from_vec(reduced), kept[extra..].into())
+}
+
+impl Tensor {
+    /// Same data with leading 1s prepended up to `rank`.
+    fn broadcast_to_rank(self, rank: usize) -> Tensor {
+        if self.shape.len() >= rank {
+            return self;
+        }
+        let mut shape = Shape::from_elem(1, rank - self.shape.len());
+        shape.extend_from_slice(&self.shape);
+        self.into_reshaped(shape)
+    }
+}
+
+/// Call `f(flat, multi_index)` for every element of `shape`, in row-major order.
+pub(crate) fn for_each_index(shape: &[usize], mut f: impl FnMut(usize, &[usize])) {
+    let n: usize = shape.iter().product();
+    let mut index = Shape::from_elem(0, shape.len());
+    for flat in 0..n {
+        f(flat, &index);
+        for d in (0..shape.len()).rev() {
+            index[d] += 1;
+            if index[d] < shape[d] {
+                break;
+            }
+            index[d] = 0;
+        }
+    }
+}
+
+/// Pairwise summation, the same blocking as numpy's (`pairwise_sum` in numpy's
+/// `loops_utils.h`): 8 accumulators over blocks of up to 128 elements, halves above.
+/// Error grows like O(log n), not O(n), and results match `np.sum` bit for bit on
+/// contiguous data. An empty slice sums to 0.
+pub fn pairwise_sum(x: &[f64]) -> f64 {
+    0.0 + pairwise(x)
+}
+
+fn pairwise(x: &[f64]) -> f64 {
+    let n = x.len();
+    if n < 8 {
+        x.iter().fold(0.0, |acc, &v| acc + v)
+    } else if n <= 128 {
+        let mut r = [0.0; 8];
+        r.copy_from_slice(&x[..8]);
+        let whole = n - n % 8;
+        for chunk in x[8..whole].chunks_exact(8) {
+            for j in 0..8 {
+                r[j] += chunk[j];
+            }
+        }
+        let mut res = ((r[0] + r[1]) + (r[2] + r[3])) + ((r[4] + r[5]) + (r[6] + r[7]));
+        for &v in &x[whole..] {
+            res += v;
+        }
+        res
+    } else {
+        let mut half = n / 2;
+        half -= half % 8;
+        pairwise(&x[..half]) + pairwise(&x[half..])
+    }
+}
