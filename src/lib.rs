@@ -42,6 +42,7 @@
 #![deny(missing_docs)]
 
 pub mod check;
+mod dot;
 pub mod losses;
 mod ops;
 mod tape;

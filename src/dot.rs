@@ -1,0 +1,1 @@
+//! Pictures of the graph: Graphviz DOT output and `Display for Tape`.
