@@ -306,6 +306,14 @@ enum Slot {
 }
 
 impl Gradients {
+    /// The gradient of node `index` if it is a `Tape::var` leaf.
+    pub(crate) fn leaf(&self, index: usize) -> Option<&Tensor> {
+        match self.slots.get(index) {
+            Some(Slot::Grad(g)) => Some(g),
+            _ => None,
+        }
+    }
+
     /// The gradient with respect to the leaf `var` (made with [`Tape::var`]): same shape
     /// as the var, zeros where the loss does not depend on it.
     ///
