@@ -1,6 +1,6 @@
 //! Is a hand-written gradient right? Element-by-element comparison of two tensors.
 
-use crate::Tensor;
+use crate::{Tape, Tensor, Var};
 use std::fmt;
 
 /// How close two elements must be: equal within `abs` absolute error, or within `rel`
@@ -298,4 +298,348 @@ pub(crate) fn write_elements(f: &mut fmt::Formatter<'_>, elements: &[Element]) -
         }
     }
     Ok(())
+}
+
+// ---- gradcheck: the tape's gradient against finite differences --------------------
+
+impl Tolerance {
+    /// Defaults for comparing against finite differences: `abs = 1e-8`, `rel = 1e-5`.
+    /// A central difference with the step [`gradcheck`] picks is accurate to about
+    /// `1e-10` relative on smooth functions, so these leave room for rounding while
+    /// every gradient that is wrong by more than a rounding error still fails.
+    pub fn finite_differences() -> Tolerance {
+        Tolerance {
+            abs: 1e-8,
+            rel: 1e-5,
+        }
+    }
+}
+
+/// The report of [`gradcheck`] or [`directional`]: the tape's gradient against finite
+/// differences, element by element (or direction by direction).
+#[derive(Debug, Clone, PartialEq)]
+pub struct GradCheck {
+    what: &'static str,
+    value: f64,
+    tolerance: Tolerance,
+    checked: usize,
+    failing: usize,
+    kinks: usize,
+    /// Up to [`Comparison::SHOWN`] elements, worst first; `want` is the central
+    /// difference.
+    worst: Vec<Element>,
+}
+
+/// One finite-difference probe: the function at `x - h`, `x`, `x + h` along some
+/// direction, and the tape's directional derivative there.
+struct Probe {
+    tape: f64,
+    minus: f64,
+    zero: f64,
+    plus: f64,
+    h: f64,
+}
+
+impl Probe {
+    /// How far this probe is outside its tolerance (≤ 1: passes), and whether it sits at
+    /// a kink.
+    ///
+    /// - `central = (f(x+h) - f(x-h)) / 2h` is compared with the tape within `tol`,
+    ///   widened by the rounding noise of the differences (`4 eps |f| / h`).
+    /// - Where the one-sided slopes `(f(x+h) - f(x)) / h` and `(f(x) - f(x-h)) / h`
+    ///   disagree beyond that, there is a corner between `x - h` and `x + h`: the tape
+    ///   passes if its value lies between the two one-sided slopes (a valid subgradient).
+    ///   The element counts as a kink when the slopes differ by more than 0.1%: more
+    ///   than curvature explains at this step.
+    fn judge(&self, tol: Tolerance) -> (f64, bool, f64) {
+        let right = (self.plus - self.zero) / self.h;
+        let left = (self.zero - self.minus) / self.h;
+        let central = (self.plus - self.minus) / (2.0 * self.h);
+        let magnitude = right.abs().max(left.abs()).max(self.tape.abs());
+        let noise = 4.0 * f64::EPSILON * self.zero.abs().max(self.plus.abs()).max(self.minus.abs())
+            / self.h;
+        let slack = tol.abs + tol.rel * magnitude + noise;
+        let spread = (right - left).abs();
+        let kink = spread > slack && spread > 1e-3 * right.abs().max(left.abs());
+        let off_central = abs_error(self.tape, central);
+        let (lo, hi) = (left.min(right) - slack, left.max(right) + slack);
+        let passes = off_central <= slack || (spread > slack && (lo..=hi).contains(&self.tape));
+        let excess = if passes {
+            (off_central / slack).min(1.0)
+        } else {
+            // Off the central difference; at a corner, off the subgradient interval
+            // (measured from its nearest end).
+            let outside = if spread > slack {
+                (self.tape - hi).max(lo - self.tape)
+            } else {
+                off_central
+            };
+            let outside = if outside.is_nan() {
+                f64::INFINITY
+            } else {
+                outside
+            };
+            (outside / slack).max(1.0 + f64::EPSILON)
+        };
+        (excess, kink, central)
+    }
+}
+
+/// Check the tape's gradient of `f` at `at` against central finite differences, with
+/// [`Tolerance::finite_differences`]. See [`gradcheck_with`].
+pub fn gradcheck(f: impl for<'t> Fn(&'t Tape, Var<'t>) -> Var<'t>, at: &Tensor) -> GradCheck {
+    gradcheck_with(f, at, Tolerance::finite_differences())
+}
+
+/// Check the tape's gradient of `f` at `at` against finite differences, element by
+/// element. `f` builds a one-element var from a var holding `at`; it is called once for
+/// the gradient and twice per element.
+///
+/// The step for element `i` is `h = cbrt(eps) * max(1, |x_i|)` (about `6e-6` for
+/// `|x_i| <= 1`): it balances the central difference's `O(h^2)` truncation error
+/// against its `O(eps / h)` rounding error, and scales with the element so large
+/// values still move. The step is rounded so that `x_i + h` is exact.
+///
+/// Kinks: where the one-sided differences disagree, `f` has a corner near `x_i`, and
+/// any value between the two one-sided slopes is a valid (sub)gradient: the element
+/// passes if the tape's value lies there. So `gradcheck` never fails the hinge loss at
+/// `pred * target == 1`, but it does fail a gradient outside the two slopes there.
+/// Such elements are counted by [`GradCheck::kinks`].
+///
+/// ```
+/// use tapegrad::check::gradcheck;
+/// use tapegrad::losses::hinge;
+/// use tapegrad::Tensor;
+///
+/// let target = Tensor::from(vec![1.0, -1.0, 1.0]);
+/// let at = Tensor::from(vec![1.0, 0.5, -2.0]); // element 0 is a tie: 1 * 1 == 1
+/// let report = gradcheck(|tape, p| hinge(p, tape.constant(target.clone())), &at);
+/// assert!(report.passed(), "{report}");
+/// assert_eq!(report.kinks(), 1);
+/// ```
+///
+/// # Panics
+/// If `f` returns a var with more than one element.
+pub fn gradcheck_with(
+    f: impl for<'t> Fn(&'t Tape, Var<'t>) -> Var<'t>,
+    at: &Tensor,
+    tol: Tolerance,
+) -> GradCheck {
+    let (zero, grad) = value_and_grad(&f, at);
+    let mut x = at.data().to_vec();
+    let probes = (0..x.len()).map(|i| {
+        let xi = x[i];
+        let h = (xi + STEP * xi.abs().max(1.0)) - xi;
+        x[i] = xi + h;
+        let plus = eval(&f, &x, at.shape());
+        x[i] = xi - h;
+        let minus = eval(&f, &x, at.shape());
+        x[i] = xi;
+        Probe {
+            tape: grad.data()[i],
+            minus,
+            zero,
+            plus,
+            h,
+        }
+    });
+    let probes: Vec<Probe> = probes.collect();
+    GradCheck::from_probes("element", zero, at.shape(), &probes, tol)
+}
+
+/// Check `<gradient, v>` against `(f(x + h v) - f(x - h v)) / 2h` for `directions`
+/// random directions `v` of ±1 entries (seeded: the same directions every run), with
+/// `h = cbrt(eps) * max(1, max |x_i|)` and [`Tolerance::finite_differences`].
+///
+/// For large inputs: it costs `2 * directions + 1` evaluations of `f` instead of `2N`,
+/// so it runs at N = 10^6. It finds that a gradient is wrong, not where; the report's
+/// elements are directions. Kinks are handled as in [`gradcheck_with`].
+///
+/// # Panics
+/// If `f` returns a var with more than one element.
+pub fn directional(
+    f: impl for<'t> Fn(&'t Tape, Var<'t>) -> Var<'t>,
+    at: &Tensor,
+    directions: usize,
+) -> GradCheck {
+    let (zero, grad) = value_and_grad(&f, at);
+    let x = at.data();
+    let scale = x.iter().fold(1.0f64, |m, v| m.max(v.abs()));
+    let h = STEP * scale;
+    let mut rng = SplitMix(0x7a9e_64ad);
+    let probes: Vec<Probe> = (0..directions)
+        .map(|_| {
+            let v: Vec<f64> = (0..x.len())
+                .map(|_| if rng.next() >> 63 == 0 { 1.0 } else { -1.0 })
+                .collect();
+            let moved = |sign: f64| -> Vec<f64> {
+                x.iter()
+                    .zip(&v)
+                    .map(|(xi, vi)| xi + sign * h * vi)
+                    .collect()
+            };
+            let tape: Vec<f64> = grad.data().iter().zip(&v).map(|(g, vi)| g * vi).collect();
+            Probe {
+                tape: crate::pairwise_sum(&tape),
+                plus: eval(&f, &moved(1.0), at.shape()),
+                minus: eval(&f, &moved(-1.0), at.shape()),
+                zero,
+                h,
+            }
+        })
+        .collect();
+    GradCheck::from_probes(
+        "direction",
+        zero,
+        &[directions],
+        &probes,
+        Tolerance::finite_differences(),
+    )
+}
+
+/// `cbrt(f64::EPSILON)`: the relative step of the central differences.
+const STEP: f64 = 6.055_454_452_393_343e-6;
+
+fn value_and_grad(f: &impl for<'t> Fn(&'t Tape, Var<'t>) -> Var<'t>, at: &Tensor) -> (f64, Tensor) {
+    let tape = Tape::new();
+    let x = tape.var(at.clone());
+    let y = f(&tape, x);
+    let value = one_element(y);
+    let grads = y.backward();
+    (value, grads.wrt(x).clone())
+}
+
+fn eval(f: &impl for<'t> Fn(&'t Tape, Var<'t>) -> Var<'t>, x: &[f64], shape: &[usize]) -> f64 {
+    let tape = Tape::new();
+    let at = Tensor::new(x.to_vec(), shape).expect("same shape as the checked point");
+    one_element(f(&tape, tape.constant(at)))
+}
+
+#[track_caller]
+fn one_element(y: Var<'_>) -> f64 {
+    let value = y.value();
+    if value.len() != 1 {
+        panic!(
+            "tapegrad: gradcheck: f must return a one-element var, got shape {:?}",
+            value.shape()
+        );
+    }
+    value.data()[0]
+}
+
+/// A small deterministic generator (splitmix64), so random directions repeat.
+struct SplitMix(u64);
+
+impl SplitMix {
+    fn next(&mut self) -> u64 {
+        self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
+        let mut z = self.0;
+        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+        z ^ (z >> 31)
+    }
+}
+
+impl GradCheck {
+    fn from_probes(
+        what: &'static str,
+        value: f64,
+        shape: &[usize],
+        probes: &[Probe],
+        tol: Tolerance,
+    ) -> GradCheck {
+        let mut report = GradCheck {
+            what,
+            value,
+            tolerance: tol,
+            checked: probes.len(),
+            failing: 0,
+            kinks: 0,
+            worst: Vec::new(),
+        };
+        let mut ranked = Vec::new();
+        let mut judged = Vec::with_capacity(probes.len());
+        for (flat, probe) in probes.iter().enumerate() {
+            let (excess, kink, central) = probe.judge(tol);
+            report.failing += usize::from(excess > 1.0);
+            report.kinks += usize::from(kink);
+            insert_ranked(&mut ranked, (excess, flat), Comparison::SHOWN);
+            judged.push((kink, central));
+        }
+        report.worst = ranked
+            .into_iter()
+            .map(|(_, flat)| {
+                let (kink, central) = judged[flat];
+                let got = probes[flat].tape;
+                let abs_error = abs_error(got, central);
+                Element {
+                    flat,
+                    index: unravel(flat, shape),
+                    got,
+                    want: central,
+                    abs_error,
+                    rel_error: rel_error(abs_error, got, central),
+                    at_kink: Some(kink),
+                }
+            })
+            .collect();
+        report
+    }
+
+    /// Whether every element (or direction) agrees with finite differences.
+    pub fn passed(&self) -> bool {
+        self.failing == 0
+    }
+
+    /// Number of elements (or directions) checked.
+    pub fn checked(&self) -> usize {
+        self.checked
+    }
+
+    /// Number of elements (or directions) that disagree with finite differences.
+    pub fn failing(&self) -> usize {
+        self.failing
+    }
+
+    /// Number of elements (or directions) at a kink: where the one-sided differences
+    /// disagree by more than curvature explains.
+    pub fn kinks(&self) -> usize {
+        self.kinks
+    }
+
+    /// The value of `f` at the checked point.
+    pub fn value(&self) -> f64 {
+        self.value
+    }
+
+    /// Flat index of the worst element (the failing one furthest outside its
+    /// tolerance, else the closest to failing), `None` if nothing was checked.
+    pub fn worst_index(&self) -> Option<usize> {
+        self.worst.first().map(|e| e.flat)
+    }
+
+    /// The worst elements, worst first; `got` is the tape's value, `want` the central
+    /// difference.
+    pub fn worst(&self) -> &[Element] {
+        &self.worst
+    }
+}
+
+impl fmt::Display for GradCheck {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let verdict = if self.passed() { "PASS" } else { "FAIL" };
+        write!(
+            f,
+            "{verdict}: {} of {} {}s disagree with finite differences (abs {:e}, rel {:e}); \
+             {} at kinks (accepted between the one-sided slopes); f = {}",
+            self.failing,
+            self.checked,
+            self.what,
+            self.tolerance.abs,
+            self.tolerance.rel,
+            self.kinks,
+            self.value
+        )?;
+        write_elements(f, &self.worst)
+    }
 }
