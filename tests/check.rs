@@ -1,0 +1,359 @@
+//! `tapegrad::check`: reports that catch every wrong gradient and never cry wolf at a kink.
+
+use tapegrad::check::{Tolerance, compare, directional, gradcheck, gradcheck_with};
+use tapegrad::losses::{hinge, hinge_grad_closed_form};
+use tapegrad::{Tape, Tensor, Var, max, min};
+
+/// splitmix64 in [lo, hi): deterministic inputs without a dependency.
+fn uniform(seed: u64, n: usize, lo: f64, hi: f64) -> Vec<f64> {
+    let mut s = seed;
+    (0..n)
+        .map(|_| {
+            s = s.wrapping_add(0x9e37_79b9_7f4a_7c15);
+            let mut z = s;
+            z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+            z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+            z ^= z >> 31;
+            lo + (hi - lo) * (z >> 11) as f64 / (1u64 << 53) as f64
+        })
+        .collect()
+}
+
+fn tensor(seed: u64, shape: &[usize], lo: f64, hi: f64) -> Tensor {
+    let n = shape.iter().product();
+    Tensor::new(uniform(seed, n, lo, hi), shape).unwrap()
+}
+
+/// A batch of ±1 labels with predictions where every third element is an exact tie.
+fn batch_with_ties(n: usize, seed: u64) -> (Tensor, Tensor) {
+    let t: Vec<f64> = uniform(seed, n, -1.0, 1.0)
+        .iter()
+        .map(|v| if *v < 0.0 { -1.0 } else { 1.0 })
+        .collect();
+    let p: Vec<f64> = uniform(seed + 1, n, -2.5, 2.5)
+        .iter()
+        .zip(&t)
+        .enumerate()
+        .map(|(i, (p, t))| if i % 3 == 0 { *t } else { *p })
+        .collect();
+    (Tensor::from(p), Tensor::from(t))
+}
+
+#[test]
+fn gradcheck_passes_every_op_on_random_inputs() {
+    let w = tensor(7, &[3, 4], -1.0, 1.0);
+    let other = tensor(8, &[4], 0.5, 2.0);
+    let at = tensor(9, &[3, 4], 0.5, 2.0);
+    type Case = (
+        &'static str,
+        for<'t> fn(&'t Tape, Var<'t>, Var<'t>) -> Var<'t>,
+    );
+    let cases: [Case; 14] = [
+        ("add", |_, x, o| x + o),
+        ("sub", |_, x, o| o - x),
+        ("mul", |_, x, o| x * o),
+        ("div", |_, x, o| o / x),
+        ("neg", |_, x, _| -x),
+        ("max", |_, x, o| max(x, o * 0.0 + 1.25)),
+        ("min", |_, x, o| min(1.25, x + o * 0.0)),
+        ("exp", |_, x, _| x.exp()),
+        ("ln", |_, x, _| x.ln()),
+        ("sum_axis", |_, x, _| x.sum_axis(0).reshape(&[1, 4])),
+        ("reshape", |_, x, _| x.reshape(&[4, 3]).reshape(&[3, 4])),
+        ("mean", |_, x, _| x.mean() * x),
+        ("matmul", |_, x, o| x.matmul(o.reshape(&[4, 1])) * 1.0),
+        ("scalar", |_, x, _| 2.0 * x - 1.0 / (x + 3.0)),
+    ];
+    for (name, op) in cases {
+        let report = gradcheck(
+            |tape, x| {
+                let o = tape.constant(other.clone());
+                let weights = tape.constant(w.clone());
+                let y = op(tape, x, o);
+                if y.shape().as_slice() == [3, 1] {
+                    y.sum()
+                } else {
+                    (y * weights).sum()
+                }
+            },
+            &at,
+        );
+        assert!(report.passed(), "{name}: {report}");
+        assert_eq!(report.checked(), 12, "{name}");
+    }
+}
+
+#[test]
+fn gradcheck_passes_hinge_at_exact_ties_and_counts_them_as_kinks() {
+    let (pred, target) = batch_with_ties(60, 11);
+    let ties = (0..60).filter(|i| i % 3 == 0).count();
+    let report = gradcheck(|tape, p| hinge(p, tape.constant(target.clone())), &pred);
+    assert!(report.passed(), "{report}");
+    assert_eq!(report.kinks(), ties, "{report}");
+    // The tape's gradient is the closed form, 0 at every tie.
+    let tape = Tape::new();
+    let p = tape.var(pred.clone());
+    let g = hinge(p, tape.constant(target.clone())).backward();
+    assert!(
+        compare(
+            g.wrt(p),
+            &hinge_grad_closed_form(&pred, &target),
+            Tolerance::default()
+        )
+        .passed()
+    );
+}
+
+/// The hinge loss with the user's hand-written gradient as its backward.
+fn hinge_with_manual_backward<'t>(
+    tape: &'t Tape,
+    p: Var<'t>,
+    target: &Tensor,
+    manual: fn(&Tensor, &Tensor) -> Tensor,
+) -> Var<'t> {
+    let t = tape.constant(target.clone());
+    tape.custom(
+        "hinge_manual",
+        &[p, t],
+        |x| {
+            let n = x[0].len() as f64;
+            let loss: f64 = x[0]
+                .data()
+                .iter()
+                .zip(x[1].data())
+                .map(|(p, t)| (1.0 - p * t).max(0.0))
+                .sum::<f64>()
+                / n;
+            Tensor::scalar(loss)
+        },
+        move |x, _, up| {
+            let g = manual(x[0], x[1]);
+            let scaled = g.data().iter().map(|v| v * up.item()).collect();
+            vec![
+                Tensor::new(scaled, g.shape()).unwrap(),
+                Tensor::zeros(x[1].shape()),
+            ]
+        },
+    )
+}
+
+fn flipped_sign(p: &Tensor, t: &Tensor) -> Tensor {
+    let g = hinge_grad_closed_form(p, t);
+    Tensor::new(g.data().iter().map(|v| -v).collect(), g.shape()).unwrap()
+}
+
+fn positive_at_ties(p: &Tensor, t: &Tensor) -> Tensor {
+    // Right everywhere but at the ties, where it claims +t/N (outside [-t/N, 0]).
+    let n = p.len() as f64;
+    let g = p
+        .data()
+        .iter()
+        .zip(t.data())
+        .map(|(p, t)| {
+            if p * t == 1.0 {
+                t / n
+            } else if p * t < 1.0 {
+                -t / n
+            } else {
+                0.0
+            }
+        })
+        .collect();
+    Tensor::new(g, p.shape()).unwrap()
+}
+
+#[test]
+fn gradcheck_of_a_custom_op_accepts_the_right_manual_gradient() {
+    let (pred, target) = batch_with_ties(30, 21);
+    let report = gradcheck(
+        |tape, p| hinge_with_manual_backward(tape, p, &target, hinge_grad_closed_form),
+        &pred,
+    );
+    assert!(report.passed(), "{report}");
+    assert_eq!(report.kinks(), 10);
+}
+
+#[test]
+fn gradcheck_of_a_custom_op_fails_a_flipped_sign_and_names_the_worst_element() {
+    let (pred, target) = batch_with_ties(30, 21);
+    let report = gradcheck(
+        |tape, p| hinge_with_manual_backward(tape, p, &target, flipped_sign),
+        &pred,
+    );
+    assert!(!report.passed());
+    let worst = report.worst_index().unwrap();
+    let (p, t) = (pred.data()[worst], target.data()[worst]);
+    assert!(p * t < 1.0, "the worst element is an active one: {report}");
+    assert!(report.to_string().contains("FAIL"), "{report}");
+}
+
+#[test]
+fn gradcheck_fails_a_wrong_gradient_at_a_tie() {
+    let (pred, target) = batch_with_ties(30, 21);
+    let report = gradcheck(
+        |tape, p| hinge_with_manual_backward(tape, p, &target, positive_at_ties),
+        &pred,
+    );
+    assert_eq!(report.failing(), 10, "{report}");
+    let worst = report.worst_index().unwrap();
+    assert_eq!(pred.data()[worst] * target.data()[worst], 1.0);
+}
+
+#[test]
+fn compare_checks_a_custom_op_against_the_tapes_composite_version() {
+    let (pred, target) = batch_with_ties(30, 5);
+    let grad_of = |manual: Option<fn(&Tensor, &Tensor) -> Tensor>| {
+        let tape = Tape::new();
+        let p = tape.var(pred.clone());
+        let loss = match manual {
+            Some(m) => hinge_with_manual_backward(&tape, p, &target, m),
+            None => hinge(p, tape.constant(target.clone())),
+        };
+        loss.backward().wrt(p).clone()
+    };
+    let composite = grad_of(None);
+    let right = compare(
+        &grad_of(Some(hinge_grad_closed_form)),
+        &composite,
+        Tolerance::default(),
+    );
+    assert!(right.passed(), "{right}");
+    let wrong = compare(
+        &grad_of(Some(positive_at_ties)),
+        &composite,
+        Tolerance::default(),
+    );
+    assert_eq!(wrong.failing(), 10, "{wrong}");
+}
+
+#[test]
+fn gradcheck_with_a_tight_tolerance_still_passes_smooth_functions() {
+    let at = tensor(3, &[5], -1.0, 1.0);
+    let tol = Tolerance {
+        abs: 1e-9,
+        rel: 1e-7,
+    };
+    let report = gradcheck_with(|_, x| (x * x).exp().sum(), &at, tol);
+    assert!(report.passed(), "{report}");
+    assert_eq!(report.kinks(), 0);
+}
+
+#[test]
+fn gradcheck_fails_a_gradient_off_by_one_part_in_ten_thousand() {
+    let at = tensor(4, &[6], 0.5, 1.5);
+    let report = gradcheck(
+        |tape, x| {
+            tape.custom(
+                "almost_square",
+                &[x],
+                |x| Tensor::scalar(x[0].data().iter().map(|v| v * v).sum()),
+                |x, _, up| {
+                    let g = x[0].data().iter().map(|v| 2.0 * v * 1.0001 * up.item());
+                    vec![Tensor::new(g.collect(), x[0].shape()).unwrap()]
+                },
+            )
+        },
+        &at,
+    );
+    assert_eq!(report.failing(), 6, "{report}");
+}
+
+#[test]
+fn directional_passes_hinge_with_ties_and_fails_a_missing_division_by_n() {
+    let (pred, target) = batch_with_ties(3000, 17);
+    let right = directional(|tape, p| hinge(p, tape.constant(target.clone())), &pred, 8);
+    assert!(right.passed(), "{right}");
+    assert_eq!(right.checked(), 8);
+    fn missing_n(p: &Tensor, t: &Tensor) -> Tensor {
+        let n = p.len() as f64;
+        let g = hinge_grad_closed_form(p, t);
+        Tensor::new(g.data().iter().map(|v| v * n).collect(), g.shape()).unwrap()
+    }
+    let wrong = directional(
+        |tape, p| hinge_with_manual_backward(tape, p, &target, missing_n),
+        &pred,
+        8,
+    );
+    assert_eq!(wrong.failing(), 8, "{wrong}");
+}
+
+#[test]
+fn directional_repeats_exactly() {
+    let at = tensor(2, &[50], -1.0, 1.0);
+    fn f<'t>(_: &'t Tape, x: Var<'t>) -> Var<'t> {
+        (x * x).sum()
+    }
+    assert_eq!(directional(f, &at, 3), directional(f, &at, 3));
+}
+
+#[test]
+fn comparison_names_worst_elements_with_multi_indices() {
+    let want = Tensor::new(vec![0.0; 6], &[2, 3]).unwrap();
+    let got = Tensor::new(vec![0.0, 1e-3, 0.0, 0.0, 0.0, -0.5], &[2, 3]).unwrap();
+    let report = compare(&got, &want, Tolerance::default());
+    assert!(!report.passed());
+    assert_eq!((report.checked(), report.failing()), (6, 2));
+    assert_eq!(report.worst_index(), Some(5));
+    assert_eq!(report.worst()[0].index, vec![1, 2]);
+    assert_eq!(report.worst()[1].index, vec![0, 1]);
+    assert_eq!(report.max_abs_error(), 0.5);
+    let text = report.to_string();
+    assert!(text.starts_with("FAIL: 2 of 6"), "{text}");
+    assert!(text.contains("[1, 2]") && text.contains("-0.5"), "{text}");
+}
+
+#[test]
+fn comparison_of_different_shapes_fails_naming_both() {
+    let report = compare(
+        &Tensor::scalar(3.0),
+        &Tensor::zeros(&[4]),
+        Tolerance::default(),
+    );
+    assert!(!report.passed());
+    assert_eq!(report.worst_index(), None);
+    let text = report.to_string();
+    assert!(
+        text.contains("shapes differ") && text.contains("[]") && text.contains("[4]"),
+        "{text}"
+    );
+}
+
+#[test]
+fn comparison_says_when_failures_sit_at_kinks() {
+    let (pred, target) = batch_with_ties(9, 3);
+    let kinks: Vec<bool> = pred
+        .data()
+        .iter()
+        .zip(target.data())
+        .map(|(p, t)| p * t == 1.0)
+        .collect();
+    let report = compare(
+        &positive_at_ties(&pred, &target),
+        &hinge_grad_closed_form(&pred, &target),
+        Tolerance::default(),
+    )
+    .with_kinks(&kinks);
+    assert_eq!(report.failing_at_kinks(), Some(3));
+    assert!(report.to_string().contains("at a kink"), "{report}");
+}
+
+#[test]
+fn nan_matches_nan_and_a_one_sided_nan_fails() {
+    let nan = f64::NAN;
+    let tol = Tolerance::default();
+    assert!(
+        compare(
+            &Tensor::from(vec![nan, 1.0]),
+            &Tensor::from(vec![nan, 1.0]),
+            tol
+        )
+        .passed()
+    );
+    let report = compare(
+        &Tensor::from(vec![nan, 1.0]),
+        &Tensor::from(vec![0.0, 1.0]),
+        tol,
+    );
+    assert_eq!(report.worst_index(), Some(0));
+    assert_eq!(report.max_abs_error(), f64::INFINITY);
+}
