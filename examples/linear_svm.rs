@@ -65,6 +65,8 @@ fn main() {
     let mut w = Tensor::zeros(&[data.features, 1]);
     let mut b = Tensor::scalar(0.0);
     let mut ok = gradient_check("epoch 0 (w = 0, b = 0)", &data, &w, &b);
+    // With f = 1 everywhere, every benign row sits exactly on the margin: y f == 1.
+    ok &= gradient_check("w = 0, b = 1", &data, &w, &Tensor::scalar(1.0));
 
     // Weighted average of the iterates, weight t for iterate t.
     let (mut w_avg, mut b_avg, mut weight) = (w.clone(), 0.0, 0.0);
@@ -195,13 +197,16 @@ fn gradient_check(when: &str, data: &Data, w: &Tensor, b: &Tensor) -> bool {
     let (wv, bv, objective) = build(&tape, data, w, b);
     let grads = objective.backward();
     let (dw, db) = closed_form(data, w, b);
-    let active = decision(data, w, b)
+    let margins: Vec<f64> = decision(data, w, b)
         .iter()
         .zip(data.y.data())
-        .filter(|&(&f, &y)| y * f < 1.0)
-        .count();
+        .map(|(&f, &y)| y * f)
+        .collect();
+    let active = margins.iter().filter(|&&m| m < 1.0).count();
+    let on = margins.iter().filter(|&&m| m == 1.0).count();
     println!(
-        "gradient check at {when}: tape vs closed form ({active} of {} rows inside the margin)",
+        "gradient check at {when}: tape vs closed form ({active} of {} rows inside the margin, \
+         {on} exactly on it)",
         data.rows
     );
     let rw = compare(grads.wrt(wv), &dw, Tolerance::default());
