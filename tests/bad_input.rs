@@ -1,0 +1,431 @@
+//! What tapegrad does with input it cannot use: each panic names the op, the shapes
+//! involved and the caller's `file:line:col` in its message; fallible constructors
+//! return an `Err` that says what is wrong; empty tensors behave like numpy's.
+
+use std::panic::{AssertUnwindSafe, catch_unwind};
+use tapegrad::losses::hinge;
+use tapegrad::{Tape, Tensor, max, min};
+
+/// The message of the panic `f` raises (fails the test if it does not panic).
+fn panic_message(f: impl FnOnce()) -> String {
+    let payload = match catch_unwind(AssertUnwindSafe(f)) {
+        Ok(()) => panic!("expected a panic, but the call returned"),
+        Err(payload) => payload,
+    };
+    if let Some(s) = payload.downcast_ref::<String>() {
+        s.clone()
+    } else if let Some(s) = payload.downcast_ref::<&str>() {
+        (*s).to_string()
+    } else {
+        panic!("panic payload is neither String nor &str")
+    }
+}
+
+/// `(line, message)`: the line of the call (this macro's line) and the message of the
+/// panic that evaluating `$e` raises.
+macro_rules! panic_at_line {
+    ($e:expr) => {
+        (
+            line!(),
+            panic_message(|| {
+                let _ = $e;
+            }),
+        )
+    };
+}
+
+/// Assert `message` contains every one of `parts` and `file:line:` of this file.
+#[track_caller]
+fn assert_names(message: &str, line: u32, parts: &[&str]) {
+    for part in parts {
+        assert!(
+            message.contains(part),
+            "message does not contain {part:?}: {message}"
+        );
+    }
+    let at = format!("{}:{}:", file!(), line);
+    assert!(
+        message.contains(&at),
+        "message does not name the caller's line {at:?}: {message}"
+    );
+}
+
+fn matrix(rows: usize, cols: usize) -> Tensor {
+    Tensor::new((0..rows * cols).map(|i| i as f64).collect(), &[rows, cols]).unwrap()
+}
+
+// ---- shapes that do not broadcast ----------------------------------------------------
+
+#[test]
+fn add_of_shapes_that_do_not_broadcast_panics_naming_op_shapes_and_line() {
+    let tape = Tape::new();
+    let (a, b) = (tape.var(matrix(2, 3)), tape.var(Tensor::from(vec![1.0; 4])));
+    let (line, message) = panic_at_line!(a + b);
+    assert_names(&message, line, &["add", "[2, 3]", "[4]"]);
+}
+
+#[test]
+fn sub_of_shapes_that_do_not_broadcast_panics_naming_op_shapes_and_line() {
+    let tape = Tape::new();
+    let (a, b) = (tape.var(matrix(2, 3)), tape.var(Tensor::from(vec![1.0; 4])));
+    let (line, message) = panic_at_line!(a - b);
+    assert_names(&message, line, &["sub", "[2, 3]", "[4]"]);
+}
+
+#[test]
+fn mul_of_shapes_that_do_not_broadcast_panics_naming_op_shapes_and_line() {
+    let tape = Tape::new();
+    let (a, b) = (tape.var(matrix(2, 3)), tape.var(Tensor::from(vec![1.0; 4])));
+    let (line, message) = panic_at_line!(a * b);
+    assert_names(&message, line, &["mul", "[2, 3]", "[4]"]);
+}
+
+#[test]
+fn div_of_shapes_that_do_not_broadcast_panics_naming_op_shapes_and_line() {
+    let tape = Tape::new();
+    let (a, b) = (tape.var(matrix(2, 3)), tape.var(Tensor::from(vec![1.0; 4])));
+    let (line, message) = panic_at_line!(a / b);
+    assert_names(&message, line, &["div", "[2, 3]", "[4]"]);
+}
+
+#[test]
+fn max_of_shapes_that_do_not_broadcast_panics_naming_op_shapes_and_line() {
+    let tape = Tape::new();
+    let (a, b) = (tape.var(matrix(2, 3)), tape.var(Tensor::from(vec![1.0; 4])));
+    let (line, message) = panic_at_line!(max(a, b));
+    assert_names(&message, line, &["max", "[2, 3]", "[4]"]);
+}
+
+#[test]
+fn min_of_shapes_that_do_not_broadcast_panics_naming_op_shapes_and_line() {
+    let tape = Tape::new();
+    let (a, b) = (tape.var(matrix(2, 3)), tape.var(Tensor::from(vec![1.0; 4])));
+    let (line, message) = panic_at_line!(min(a, b));
+    assert_names(&message, line, &["min", "[2, 3]", "[4]"]);
+}
+
+#[test]
+fn method_max_of_shapes_that_do_not_broadcast_names_the_methods_caller() {
+    let tape = Tape::new();
+    let (a, b) = (tape.var(matrix(3, 2)), tape.var(matrix(2, 3)));
+    let (line, message) = panic_at_line!(a.max(b));
+    assert_names(&message, line, &["max", "[3, 2]", "[2, 3]"]);
+}
+
+// ---- vars of two tapes ---------------------------------------------------------------
+
+#[test]
+fn op_on_vars_of_two_tapes_panics_naming_op_and_line() {
+    let (first, second) = (Tape::new(), Tape::new());
+    let (a, b) = (
+        first.var(Tensor::scalar(1.0)),
+        second.var(Tensor::scalar(2.0)),
+    );
+    let (line, message) = panic_at_line!(a * b);
+    assert_names(&message, line, &["mul", "different tapes"]);
+}
+
+#[test]
+fn max_of_vars_of_two_tapes_panics_naming_op_and_line() {
+    let (first, second) = (Tape::new(), Tape::new());
+    let (a, b) = (
+        first.var(Tensor::scalar(1.0)),
+        second.var(Tensor::scalar(2.0)),
+    );
+    let (line, message) = panic_at_line!(max(a, b));
+    assert_names(&message, line, &["max", "different tapes"]);
+}
+
+#[test]
+fn matmul_of_vars_of_two_tapes_panics_naming_op_and_line() {
+    let (first, second) = (Tape::new(), Tape::new());
+    let (a, b) = (first.var(matrix(2, 2)), second.var(matrix(2, 2)));
+    let (line, message) = panic_at_line!(a.matmul(b));
+    assert_names(&message, line, &["matmul", "different tapes"]);
+}
+
+// ---- backward and wrt ----------------------------------------------------------------
+
+#[test]
+fn backward_of_a_non_scalar_panics_pointing_to_backward_with() {
+    let tape = Tape::new();
+    let x = tape.var(Tensor::from(vec![1.0, 2.0, 3.0]));
+    let y = x * 2.0;
+    let (line, message) = panic_at_line!(y.backward());
+    assert_names(
+        &message,
+        line,
+        &["backward", "[3]", "3 elements", "backward_with"],
+    );
+}
+
+#[test]
+fn backward_with_a_seed_of_another_shape_panics_naming_both_shapes() {
+    let tape = Tape::new();
+    let x = tape.var(matrix(2, 3));
+    let y = x * 2.0;
+    let (line, message) = panic_at_line!(y.backward_with(Tensor::from(vec![1.0; 6])));
+    assert_names(&message, line, &["backward_with", "[6]", "[2, 3]"]);
+}
+
+#[test]
+fn wrt_of_a_constant_panics_saying_it_is_a_constant() {
+    let tape = Tape::new();
+    let (x, c) = (
+        tape.var(Tensor::scalar(1.0)),
+        tape.constant(Tensor::scalar(2.0)),
+    );
+    let grads = (x * c).backward();
+    let (line, message) = panic_at_line!(grads.wrt(c));
+    assert_names(&message, line, &["wrt", "constant", "Tape::var"]);
+}
+
+#[test]
+fn wrt_of_an_intermediate_panics_saying_only_leaves_keep_gradients() {
+    let tape = Tape::new();
+    let x = tape.var(Tensor::scalar(1.0));
+    let y = x * 3.0;
+    let grads = (y + 1.0).backward();
+    let (line, message) = panic_at_line!(grads.wrt(y));
+    assert_names(&message, line, &["wrt", "intermediate"]);
+}
+
+#[test]
+fn wrt_of_a_var_of_another_tape_panics() {
+    let (first, second) = (Tape::new(), Tape::new());
+    let x = first.var(Tensor::scalar(1.0));
+    let other = second.var(Tensor::scalar(1.0));
+    let grads = (x * 2.0).backward();
+    let (line, message) = panic_at_line!(grads.wrt(other));
+    assert_names(&message, line, &["wrt", "another tape"]);
+}
+
+#[test]
+fn wrt_of_a_var_created_after_backward_panics() {
+    let tape = Tape::new();
+    let x = tape.var(Tensor::scalar(1.0));
+    let grads = (x * 2.0).backward();
+    let late = tape.var(Tensor::scalar(1.0));
+    let (line, message) = panic_at_line!(grads.wrt(late));
+    assert_names(&message, line, &["wrt", "after backward"]);
+}
+
+/// `Tape::clear` starts a new recording: gradients of the old one must not answer for
+/// the vars of the new one (they would silently give another var's gradient).
+#[test]
+fn wrt_of_a_var_recorded_after_tape_clear_panics_instead_of_giving_a_stale_gradient() {
+    let mut tape = Tape::new();
+    let grads = {
+        let x = tape.var(Tensor::scalar(1.0));
+        (x * 2.0).backward()
+    };
+    tape.clear();
+    let y = tape.var(Tensor::from(vec![5.0, 6.0]));
+    let result = catch_unwind(AssertUnwindSafe(|| grads.wrt(y).clone()));
+    assert!(
+        result.is_err(),
+        "wrt gave {:?} for a var of shape [2] recorded after clear()",
+        result.unwrap()
+    );
+}
+
+// ---- item, reshape, matmul, sum_axis -------------------------------------------------
+
+#[test]
+fn item_of_many_elements_panics_naming_shape_count_and_line() {
+    let t = matrix(2, 3);
+    let (line, message) = panic_at_line!(t.item());
+    assert_names(&message, line, &["item", "[2, 3]", "6 elements"]);
+}
+
+#[test]
+fn reshape_to_another_element_count_panics_naming_both_shapes_and_line() {
+    let tape = Tape::new();
+    let x = tape.var(matrix(2, 3));
+    let (line, message) = panic_at_line!(x.reshape(&[4]));
+    assert_names(&message, line, &["reshape", "[2, 3]", "[4]"]);
+}
+
+#[test]
+fn tensor_reshape_to_another_element_count_is_an_error_naming_both_shapes() {
+    let err = matrix(2, 3).reshape(&[4]).unwrap_err().to_string();
+    for part in ["reshape", "[2, 3]", "[4]", "6", "4"] {
+        assert!(err.contains(part), "{part:?} missing from: {err}");
+    }
+}
+
+#[test]
+fn matmul_of_a_vector_panics_naming_both_shapes_and_line() {
+    let tape = Tape::new();
+    let (a, b) = (
+        tape.var(Tensor::from(vec![1.0, 2.0, 3.0])),
+        tape.var(matrix(3, 2)),
+    );
+    let (line, message) = panic_at_line!(a.matmul(b));
+    assert_names(&message, line, &["matmul", "[3]", "[3, 2]"]);
+}
+
+#[test]
+fn matmul_of_a_rank3_tensor_panics_naming_both_shapes_and_line() {
+    let tape = Tape::new();
+    let a = tape.var(Tensor::new(vec![0.0; 8], &[2, 2, 2]).unwrap());
+    let b = tape.var(matrix(2, 2));
+    let (line, message) = panic_at_line!(a.matmul(b));
+    assert_names(&message, line, &["matmul", "[2, 2, 2]", "[2, 2]"]);
+}
+
+#[test]
+fn matmul_of_mismatched_inner_dims_panics_naming_both_shapes_and_line() {
+    let tape = Tape::new();
+    let (a, b) = (tape.var(matrix(2, 3)), tape.var(matrix(2, 3)));
+    let (line, message) = panic_at_line!(a.matmul(b));
+    assert_names(&message, line, &["matmul", "[2, 3] x [2, 3]"]);
+}
+
+#[test]
+fn sum_axis_out_of_range_panics_naming_axis_shape_and_line() {
+    let tape = Tape::new();
+    let x = tape.var(matrix(2, 3));
+    let (line, message) = panic_at_line!(x.sum_axis(2));
+    assert_names(&message, line, &["sum_axis", "axis 2", "[2, 3]"]);
+}
+
+#[test]
+fn sum_axis_of_a_rank0_var_panics() {
+    let tape = Tape::new();
+    let x = tape.var(Tensor::scalar(1.0));
+    let (line, message) = panic_at_line!(x.sum_axis(0));
+    assert_names(&message, line, &["sum_axis", "axis 0", "[]"]);
+}
+
+// ---- a live value() guard ------------------------------------------------------------
+
+#[test]
+fn recording_an_op_while_a_value_guard_is_alive_panics_saying_so() {
+    let tape = Tape::new();
+    let (x, y) = (tape.var(Tensor::scalar(1.0)), tape.var(Tensor::scalar(2.0)));
+    let guard = x.value();
+    let (line, message) = panic_at_line!(x * y);
+    drop(guard);
+    assert_names(&message, line, &["mul", "value()", "guard"]);
+}
+
+/// With an `f64` operand the panic comes from recording that number as a constant; it
+/// must still name the caller's line, not a line inside tapegrad.
+#[test]
+fn recording_an_op_with_an_f64_while_a_value_guard_is_alive_names_the_callers_line() {
+    let tape = Tape::new();
+    let x = tape.var(Tensor::scalar(1.0));
+    let guard = x.value();
+    let (line, message) = panic_at_line!(x * 2.0);
+    drop(guard);
+    assert_names(&message, line, &["value()", "guard"]);
+}
+
+// ---- Tensor::new ---------------------------------------------------------------------
+
+#[test]
+fn tensor_new_with_the_wrong_length_is_an_error_naming_length_and_shape() {
+    let err = Tensor::new(vec![1.0; 5], &[2, 3]).unwrap_err().to_string();
+    for part in ["Tensor::new", "5 elements", "[2, 3]", "needs 6"] {
+        assert!(err.contains(part), "{part:?} missing from: {err}");
+    }
+}
+
+#[test]
+fn tensor_new_of_rank0_needs_exactly_one_element() {
+    assert!(Tensor::new(vec![], &[]).is_err());
+    assert_eq!(Tensor::new(vec![7.0], &[]).unwrap().item(), 7.0);
+}
+
+// ---- empty tensors (shape [0]) behave like numpy's -----------------------------------
+
+fn empty() -> Tensor {
+    Tensor::new(vec![], &[0]).unwrap()
+}
+
+#[test]
+fn add_of_empty_tensors_is_empty() {
+    let tape = Tape::new();
+    let y = tape.var(empty()) + tape.var(empty());
+    assert_eq!(y.value().shape(), &[0]);
+    assert!(y.value().data().is_empty());
+}
+
+#[test]
+fn mul_of_empty_tensors_is_empty() {
+    let tape = Tape::new();
+    let y = tape.var(empty()) * tape.var(empty());
+    assert_eq!(y.value().shape(), &[0]);
+    assert!(y.value().data().is_empty());
+}
+
+#[test]
+fn max_of_empty_tensors_is_empty() {
+    let tape = Tape::new();
+    let y = max(tape.var(empty()), tape.var(empty()));
+    assert_eq!(y.value().shape(), &[0]);
+    assert!(y.value().data().is_empty());
+}
+
+#[test]
+fn exp_of_an_empty_tensor_is_empty() {
+    let tape = Tape::new();
+    let y = tape.var(empty()).exp();
+    assert_eq!(y.value().shape(), &[0]);
+    assert!(y.value().data().is_empty());
+}
+
+#[test]
+fn empty_tensor_broadcast_with_a_scalar_is_empty() {
+    let tape = Tape::new();
+    let y = tape.var(empty()) * 2.0 + tape.var(Tensor::scalar(1.0));
+    assert_eq!(y.value().shape(), &[0]);
+}
+
+#[test]
+fn empty_and_length_two_do_not_broadcast() {
+    let tape = Tape::new();
+    let (a, b) = (tape.var(empty()), tape.var(Tensor::from(vec![1.0, 2.0])));
+    let (line, message) = panic_at_line!(a + b);
+    assert_names(&message, line, &["add", "[0]", "[2]"]);
+}
+
+#[test]
+fn sum_of_an_empty_tensor_is_zero() {
+    let tape = Tape::new();
+    let s = tape.var(empty()).sum();
+    assert_eq!(s.value().shape(), &[] as &[usize]);
+    assert_eq!(s.value().item().to_bits(), 0.0f64.to_bits());
+}
+
+#[test]
+fn mean_of_an_empty_tensor_is_nan_as_numpy() {
+    let tape = Tape::new();
+    let m = tape.var(empty()).mean();
+    assert!(m.value().item().is_nan());
+}
+
+#[test]
+fn backward_through_sum_of_an_empty_var_gives_an_empty_gradient() {
+    let tape = Tape::new();
+    let x = tape.var(empty());
+    let grads = (x * 3.0).sum().backward();
+    assert_eq!(grads.wrt(x).shape(), &[0]);
+}
+
+#[test]
+fn backward_through_mean_of_an_empty_var_gives_an_empty_gradient() {
+    let tape = Tape::new();
+    let x = tape.var(empty());
+    let grads = x.mean().backward();
+    assert_eq!(grads.wrt(x).shape(), &[0]);
+}
+
+#[test]
+fn hinge_of_an_empty_batch_panics_saying_empty_instead_of_returning_nan() {
+    let tape = Tape::new();
+    let (pred, target) = (tape.var(empty()), tape.constant(empty()));
+    let (line, message) = panic_at_line!(hinge(pred, target));
+    assert_names(&message, line, &["hinge", "empty", "[0]"]);
+}
