@@ -186,13 +186,6 @@ impl From<Vec<f64>> for Tensor {
     }
 }
 
-impl From<f64> for Tensor {
-    /// A rank-0 tensor.
-    fn from(value: f64) -> Tensor {
-        Tensor::scalar(value)
-    }
-}
-
 impl fmt::Debug for Tensor {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "Tensor(shape={:?}, data=", self.shape)?;

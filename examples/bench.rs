@@ -1,0 +1,238 @@
+//! `cargo run --release --example bench`: how fast and how lean the tape is on the seed's
+//! workload. Medians over repeated runs after a warm-up, all in this one process.
+//!
+//! - `hinge_tape`: build the hinge loss on a fresh tape, `backward`, read the gradient.
+//!   Its baseline `hinge_fused` is one hand-written branch-free loop computing the loss
+//!   and the np.where gradient together: the floor the tape is chasing.
+//! - `scalar_chain`: 10^6 rank-0 nodes (micrograd's workload: mul, add, max), forward and
+//!   backward, in ns per node. Its baseline is the same recurrence in plain f64 with its
+//!   derivative written by hand.
+//! - Peak memory of `hinge_tape` at N = 10^7, from the counting allocator below.
+//!
+//! `-- --quick` runs fewer repetitions and stops at N = 10^6.
+
+use std::alloc::{GlobalAlloc, Layout, System};
+use std::hint::black_box;
+use std::sync::atomic::{AtomicUsize, Ordering::Relaxed};
+use std::time::Instant;
+use tapegrad::losses::hinge;
+use tapegrad::{Tape, Tensor, max};
+
+/// The system allocator, counting live and peak bytes.
+struct Counting;
+
+static LIVE: AtomicUsize = AtomicUsize::new(0);
+static PEAK: AtomicUsize = AtomicUsize::new(0);
+static ALLOCATIONS: AtomicUsize = AtomicUsize::new(0);
+
+// SAFETY: every call is forwarded unchanged to `System`; we only count.
+unsafe impl GlobalAlloc for Counting {
+    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
+        let live = LIVE.fetch_add(layout.size(), Relaxed) + layout.size();
+        PEAK.fetch_max(live, Relaxed);
+        ALLOCATIONS.fetch_add(1, Relaxed);
+        // SAFETY: same layout contract as ours.
+        unsafe { System.alloc(layout) }
+    }
+    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
+        LIVE.fetch_sub(layout.size(), Relaxed);
+        // SAFETY: `ptr` came from `System.alloc` with this layout.
+        unsafe { System.dealloc(ptr, layout) }
+    }
+    unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
+        let live = if new_size >= layout.size() {
+            LIVE.fetch_add(new_size - layout.size(), Relaxed) + new_size - layout.size()
+        } else {
+            LIVE.fetch_sub(layout.size() - new_size, Relaxed) - (layout.size() - new_size)
+        };
+        PEAK.fetch_max(live, Relaxed);
+        ALLOCATIONS.fetch_add(1, Relaxed);
+        // SAFETY: forwarded unchanged.
+        unsafe { System.realloc(ptr, layout, new_size) }
+    }
+}
+
+#[global_allocator]
+static ALLOCATOR: Counting = Counting;
+
+/// Deterministic inputs: ±1 labels, predictions in [-2, 2) with every 10th an exact tie.
+fn batch(n: usize) -> (Tensor, Tensor) {
+    let mut s = 0x1234_5678_9abc_def0u64;
+    let mut next = move || {
+        s ^= s << 13;
+        s ^= s >> 7;
+        s ^= s << 17;
+        (s >> 11) as f64 / (1u64 << 53) as f64
+    };
+    let target: Vec<f64> = (0..n)
+        .map(|_| if next() < 0.5 { -1.0 } else { 1.0 })
+        .collect();
+    let pred: Vec<f64> = (0..n)
+        .map(|i| {
+            if i % 10 == 0 {
+                target[i]
+            } else {
+                4.0 * next() - 2.0
+            }
+        })
+        .collect();
+    (Tensor::from(pred), Tensor::from(target))
+}
+
+/// The floor: loss and np.where gradient in one branch-free pass.
+fn hinge_fused(pred: &[f64], target: &[f64]) -> (f64, Vec<f64>) {
+    let n = pred.len() as f64;
+    let mut grad = vec![0.0; pred.len()];
+    let mut loss = 0.0;
+    for ((g, &p), &t) in grad.iter_mut().zip(pred).zip(target) {
+        let z = p * t;
+        let active = z < 1.0;
+        loss += if active { 1.0 - z } else { 0.0 };
+        *g = if active { -t / n } else { 0.0 };
+    }
+    (loss / n, grad)
+}
+
+/// Build, backward, read the gradient: what a user of the tape does.
+fn hinge_tape(pred: &Tensor, target: &Tensor) -> (f64, f64) {
+    let tape = Tape::new();
+    let p = tape.var(pred.clone());
+    let t = tape.constant(target.clone());
+    let loss = hinge(p, t);
+    let value = loss.value().item();
+    let grads = loss.backward();
+    let g = grads.wrt(p);
+    (value, g.data()[g.len() / 2])
+}
+
+/// Median of `reps` timings of `f` in milliseconds, after `warm` untimed runs.
+fn median_ms<R>(reps: usize, warm: usize, mut f: impl FnMut() -> R) -> f64 {
+    for _ in 0..warm {
+        black_box(f());
+    }
+    let mut times: Vec<f64> = (0..reps)
+        .map(|_| {
+            let start = Instant::now();
+            black_box(f());
+            start.elapsed().as_secs_f64() * 1e3
+        })
+        .collect();
+    times.sort_by(f64::total_cmp);
+    times[reps / 2]
+}
+
+/// micrograd's workload: `v = max(v * a + b, c)`, three rank-0 nodes per step.
+fn scalar_chain(nodes: usize) -> f64 {
+    let tape = Tape::with_capacity(nodes + 4);
+    let a = tape.var(Tensor::scalar(0.999));
+    let b = tape.var(Tensor::scalar(0.01));
+    let c = tape.var(Tensor::scalar(-0.5));
+    let mut v = tape.var(Tensor::scalar(0.3));
+    for _ in 0..(nodes - 4) / 3 {
+        v = max(v * a + b, c);
+    }
+    let grads = v.backward();
+    grads.wrt(a).item()
+}
+
+/// The same recurrence in plain f64, forward and its derivative w.r.t. `a` by hand.
+fn scalar_chain_by_hand(nodes: usize) -> f64 {
+    let (a, b, c) = (black_box(0.999), black_box(0.01), black_box(-0.5));
+    let (mut v, mut dv_da) = (0.3, 0.0);
+    for _ in 0..(nodes - 4) / 3 {
+        let u = v * a + b;
+        let du_da = dv_da * a + v;
+        (v, dv_da) = if c > u { (c, 0.0) } else { (u, du_da) };
+    }
+    dv_da
+}
+
+fn line(case: &str, n: usize, ms: f64, ratio: f64) {
+    println!("bench case={case} n={n} median_ms={ms:.6} ratio={ratio:.3}");
+}
+
+fn main() {
+    let quick = std::env::args().any(|a| a == "--quick");
+    if std::env::args().any(|a| a == "--chain-only") {
+        // For profilers: one scalar chain, nothing else.
+        println!("{}", scalar_chain(1_000_000));
+        return;
+    }
+    let sizes: &[usize] = if quick {
+        &[1_000, 10_000, 100_000, 1_000_000]
+    } else {
+        &[1_000, 10_000, 100_000, 1_000_000, 10_000_000]
+    };
+    println!("tapegrad bench: medians after warm-up, one process, release build");
+    println!();
+    println!(
+        "{:>10}  {:>14}  {:>14}  {:>8}",
+        "N", "hinge_tape", "hinge_fused", "ratio"
+    );
+    let mut lines = Vec::new();
+    for &n in sizes {
+        let (pred, target) = batch(n);
+        // Same answer first: the timing is of equal work.
+        let (loss_fused, grad_fused) = hinge_fused(pred.data(), target.data());
+        let (loss_tape, mid) = hinge_tape(&pred, &target);
+        assert!((loss_fused - loss_tape).abs() <= 1e-12 * loss_fused.abs().max(1.0));
+        assert_eq!(mid, grad_fused[n / 2]);
+        let reps = match (quick, n) {
+            (true, _) => 5,
+            (_, n) if n >= 10_000_000 => 7,
+            (_, n) if n >= 1_000_000 => 21,
+            _ => 201,
+        };
+        let warm = (reps / 4).max(2);
+        let fused = median_ms(reps, warm, || hinge_fused(pred.data(), target.data()));
+        let tape = median_ms(reps, warm, || hinge_tape(&pred, &target));
+        println!(
+            "{:>10}  {:>11.4} ms  {:>11.4} ms  {:>7.2}x",
+            n,
+            tape,
+            fused,
+            tape / fused
+        );
+        lines.push(("hinge_tape", n, tape, tape / fused));
+        lines.push(("hinge_fused", n, fused, 1.0));
+    }
+
+    let nodes = 1_000_000;
+    assert!((scalar_chain(nodes) - scalar_chain_by_hand(nodes)).abs() < 1e-9);
+    let reps = if quick { 3 } else { 11 };
+    let chain = median_ms(reps, 2, || scalar_chain(nodes));
+    let by_hand = median_ms(reps, 2, || scalar_chain_by_hand(nodes));
+    println!();
+    println!(
+        "scalar_chain: {nodes} rank-0 nodes, forward + backward: {:.2} ms = {:.1} ns/node \
+         (plain f64 by hand: {:.3} ms)",
+        chain,
+        chain * 1e6 / nodes as f64,
+        by_hand
+    );
+    lines.push(("scalar_chain", nodes, chain, chain / by_hand));
+    lines.push(("scalar_chain_by_hand", nodes, by_hand, 1.0));
+
+    let n = *sizes.last().unwrap();
+    let (pred, target) = batch(n);
+    let before = LIVE.load(Relaxed);
+    PEAK.store(before, Relaxed);
+    black_box(hinge_tape(&pred, &target));
+    let peak = PEAK.load(Relaxed);
+    println!();
+    println!(
+        "peak memory, hinge_tape at N = {n}: {:.1} bytes/element = {:.2} arrays of N f64 \
+         (inputs included: {:.1} of them are pred and target)",
+        peak as f64 / n as f64,
+        peak as f64 / (8 * n) as f64,
+        before as f64 / (8 * n) as f64
+    );
+    println!();
+    for (case, n, ms, ratio) in lines {
+        line(case, n, ms, ratio);
+    }
+    println!(
+        "bench case=peak_memory n={n} bytes_per_element={:.1}",
+        peak as f64 / n as f64
+    );
+}
