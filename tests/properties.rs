@@ -181,15 +181,29 @@ fn bits(x: &Tensor) -> Vec<u64> {
     x.data().iter().map(|v| v.to_bits()).collect()
 }
 
+/// Splicing a reshape round trip into the loss changes no value and no gradient.
+///
+/// Round-tripping the operands changes nothing at all, bit for bit. Round-tripping the
+/// result makes the upstream reaching the op full-size where it may have been kept
+/// smaller (a `[3, 1]` weight on a `[3, 4]` output), so a broadcast operand's gradient is
+/// summed from 4 copies instead of scaled by 4: equal up to rounding, which is all this
+/// then asks (a tolerance far below any factor error).
 fn check_splice_changes_nothing(case: &Case, splice: Splice) -> Result<(), TestCaseError> {
     let (value, grads) = value_and_grads(case, Splice::Nothing);
     let (spliced_value, spliced_grads) = value_and_grads(case, splice);
     prop_assert_eq!(spliced_value.to_bits(), value.to_bits(), "value");
     for (i, (s, g)) in spliced_grads.iter().zip(&grads).enumerate() {
         prop_assert_eq!(s.shape(), g.shape(), "gradient shape of input {}", i);
-        prop_assert_eq!(
-            bits(s),
-            bits(g),
+        let same = if splice == Splice::RoundTripOperands {
+            bits(s) == bits(g)
+        } else {
+            s.data()
+                .iter()
+                .zip(g.data())
+                .all(|(x, y)| (x - y).abs() <= 1e-10 + 1e-12 * y.abs())
+        };
+        prop_assert!(
+            same,
             "gradient of input {}: {:?} with the round trip, {:?} without",
             i,
             s.data(),
