@@ -422,6 +422,27 @@ fn backward_through_mean_of_an_empty_var_gives_an_empty_gradient() {
     assert_eq!(grads.wrt(x).shape(), &[0]);
 }
 
+/// A scalar broadcast over no elements gets the sum of no gradients: 0.
+#[test]
+fn backward_through_an_empty_var_plus_a_scalar_gives_the_scalar_zero_gradient() {
+    let tape = Tape::new();
+    let (x, b) = (tape.var(empty()), tape.var(Tensor::scalar(1.5)));
+    let w = tape.constant(empty());
+    let grads = ((x + b) * w).sum().backward();
+    assert_eq!(grads.wrt(x).shape(), &[0]);
+    assert_eq!(grads.wrt(b).data(), &[0.0]);
+}
+
+/// As above with the upstream kept as one number (no weight).
+#[test]
+fn backward_through_sum_of_an_empty_var_times_a_scalar_gives_the_scalar_zero_gradient() {
+    let tape = Tape::new();
+    let (x, b) = (tape.var(empty()), tape.var(Tensor::scalar(1.5)));
+    let grads = (x * b).sum().backward();
+    assert_eq!(grads.wrt(x).shape(), &[0]);
+    assert_eq!(grads.wrt(b).data(), &[0.0]);
+}
+
 #[test]
 fn hinge_of_an_empty_batch_panics_saying_empty_instead_of_returning_nan() {
     let tape = Tape::new();
