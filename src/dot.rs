@@ -53,7 +53,7 @@ impl Var<'_> {
                 continue;
             }
             let grad = match (&node.kind, grads) {
-                (Kind::Var, Some(g)) => g.leaf(i),
+                (Kind::Var, Some(g)) => g.leaf(self.tape, i),
                 _ => None,
             };
             let label = escape(&node_label(i, node, grad));

@@ -22,6 +22,15 @@ use std::ops;
 
 /// Gradients for an op's inputs; `None` where an input is not tracked.
 pub(crate) type Grads = SmallVec<[Option<Tensor>; 2]>;
+/// The gradients of a binary op's two operands.
+type Pair = [Option<Tensor>; 2];
+
+/// The gradient of a one-input op.
+fn single(g: Tensor) -> Grads {
+    let mut grads = Grads::new();
+    grads.push(Some(g));
+    grads
+}
 
 /// The forward and backward rule of one op.
 pub(crate) trait Op {
@@ -77,6 +86,7 @@ fn broadcast_or_err(name: &str, a: &Tensor, b: &Tensor) -> Result<Shape, String>
 /// Either operand of a binary op: a `Var` or an `f64` (which becomes a constant).
 pub trait Operands<'t> {
     /// Both operands as vars on one tape.
+    #[track_caller]
     fn vars(self) -> (Var<'t>, Var<'t>);
 }
 
@@ -87,12 +97,14 @@ impl<'t> Operands<'t> for (Var<'t>, Var<'t>) {
 }
 
 impl<'t> Operands<'t> for (Var<'t>, f64) {
+    #[track_caller]
     fn vars(self) -> (Var<'t>, Var<'t>) {
         (self.0, self.0.tape.constant(Tensor::scalar(self.1)))
     }
 }
 
 impl<'t> Operands<'t> for (f64, Var<'t>) {
+    #[track_caller]
     fn vars(self) -> (Var<'t>, Var<'t>) {
         (self.1.tape.constant(Tensor::scalar(self.0)), self.1)
     }
@@ -110,64 +122,107 @@ impl<'t> Var<'t> {
     }
 }
 
-/// Elementwise ops of two operands with numpy broadcasting. `$forward` maps two
-/// elements to one; `$backward(a, b, out, upstream, wanted)` gives both gradients at the
-/// broadcast shape (`sum_to` then reduces them).
+/// Elementwise ops of two operands with numpy broadcasting.
+///
+/// - `$forward(a, b)` maps two elements to one.
+/// - `$local(a, b, out, upstream)` is the backward rule for one element: the gradients
+///   of `a` and `b`. Rank-0 nodes (micrograd's workload) use it directly.
+/// - `$backward(a, b, out, upstream, wanted)` is the same rule over whole tensors,
+///   written to reuse buffers; it returns gradients at the broadcast shape, and
+///   `sum_to` reduces them to the operands' shapes.
 macro_rules! binary_op {
-    ($op:ident, $name:literal, $forward:expr, $backward:expr) => {
+    ($op:ident, $name:literal, $forward:expr, $local:expr, $backward:expr) => {
         struct $op;
         impl Op for $op {
             fn name(&self) -> &str {
                 $name
             }
             fn forward(&self, x: &[&Tensor]) -> Result<Tensor, String> {
+                let forward: fn(f64, f64) -> f64 = $forward;
+                if let (Some(a), Some(b)) = (x[0].as_scalar(), x[1].as_scalar()) {
+                    return Ok(Tensor::scalar(forward(a, b)));
+                }
                 let shape = broadcast_or_err($name, x[0], x[1])?;
-                Ok(zip_broadcast(x[0], x[1], &shape, $forward))
+                Ok(zip_broadcast(x[0], x[1], &shape, forward))
             }
             fn backward(&self, x: &[&Tensor], out: &Tensor, up: Tensor, wanted: &[bool]) -> Grads {
-                let backward: fn(&Tensor, &Tensor, &Tensor, Tensor, &[bool]) -> Grads = $backward;
-                let grads = backward(x[0], x[1], out, up, wanted);
-                grads
-                    .into_iter()
-                    .zip(x)
-                    .map(|(g, input)| g.map(|g| sum_to(g, out.shape(), input.shape())))
-                    .collect()
+                let local: fn(f64, f64, f64, f64) -> (f64, f64) = $local;
+                let scalars = (
+                    x[0].as_scalar(),
+                    x[1].as_scalar(),
+                    out.as_scalar(),
+                    up.as_scalar(),
+                );
+                if let (Some(a), Some(b), Some(o), Some(u)) = scalars {
+                    let (ga, gb) = local(a, b, o, u);
+                    let keep = |want: bool, g: f64| want.then(|| Tensor::scalar(g));
+                    return SmallVec::from_buf([keep(wanted[0], ga), keep(wanted[1], gb)]);
+                }
+                let backward: fn(&Tensor, &Tensor, &Tensor, Tensor, &[bool]) -> Pair = $backward;
+                let [ga, gb] = backward(x[0], x[1], out, up, wanted);
+                let reduce = |g: Tensor, input: &Tensor| sum_to(g, out.shape(), input.shape());
+                SmallVec::from_buf([ga.map(|g| reduce(g, x[0])), gb.map(|g| reduce(g, x[1]))])
             }
         }
     };
 }
 
 // ---- add: a + b --------------------------------------------------------------------
-binary_op!(Add, "add", |a, b| a + b, |_, _, _, up, wanted| {
-    let gb = wanted[1].then(|| up.clone());
-    smallvec![wanted[0].then_some(up), gb]
-});
+binary_op!(
+    Add,
+    "add",
+    |a, b| a + b,
+    |_, _, _, u| (u, u),
+    |_, _, _, up, wanted| {
+        let gb = wanted[1].then(|| up.clone());
+        [wanted[0].then_some(up), gb]
+    }
+);
 
 // ---- sub: a - b --------------------------------------------------------------------
-binary_op!(Sub, "sub", |a, b| a - b, |_, _, _, up, wanted| {
-    let ga = wanted[0].then(|| up.clone());
-    smallvec![ga, wanted[1].then(|| up.map_in_place(|u| -u))]
-});
+binary_op!(
+    Sub,
+    "sub",
+    |a, b| a - b,
+    |_, _, _, u| (u, -u),
+    |_, _, _, up, wanted| {
+        let ga = wanted[0].then(|| up.clone());
+        [ga, wanted[1].then(|| up.map_in_place(|u| -u))]
+    }
+);
 
 // ---- mul: a * b --------------------------------------------------------------------
-binary_op!(Mul, "mul", |a, b| a * b, |a, b, _, up, wanted| {
-    let ga = wanted[0].then(|| zip_grad(up.clone(), b, chain));
-    smallvec![ga, wanted[1].then(|| zip_grad(up, a, chain))]
-});
+binary_op!(
+    Mul,
+    "mul",
+    |a, b| a * b,
+    |a, b, _, u| (chain(u, b), chain(u, a)),
+    |a, b, _, up, wanted| {
+        let ga = wanted[0].then(|| zip_grad(up.clone(), b, chain));
+        [ga, wanted[1].then(|| zip_grad(up, a, chain))]
+    }
+);
 
 // ---- div: a / b (IEEE: x / 0 is ±inf or NaN, nothing is clamped) -------------------
-binary_op!(Div, "div", |a, b| a / b, |_, b, out, up, wanted| {
-    // d(a/b)/db = -(a/b)/b = -out/b
-    let gb =
-        wanted[1].then(|| zip_grad(zip_grad(up.clone(), out, chain), b, |v, y| -chain_div(v, y)));
-    smallvec![wanted[0].then(|| zip_grad(up, b, chain_div)), gb]
-});
+// d(a/b)/da = 1/b, d(a/b)/db = -(a/b)/b = -out/b
+binary_op!(
+    Div,
+    "div",
+    |a, b| a / b,
+    |_, b, out, u| (chain_div(u, b), -chain_div(chain(u, out), b)),
+    |_, b, out, up, wanted| {
+        let gb = wanted[1]
+            .then(|| zip_grad(zip_grad(up.clone(), out, chain), b, |v, y| -chain_div(v, y)));
+        [wanted[0].then(|| zip_grad(up, b, chain_div)), gb]
+    }
+);
 
 // ---- max: np.maximum (NaN wins); gradient to b where b > a, to a elsewhere ----------
 binary_op!(
     Max,
     "max",
-    |a: f64, b: f64| if a.is_nan() || a > b { a } else { b },
+    |a, b| if a.is_nan() || a > b { a } else { b },
+    |a, b, _, u| if b > a { (0.0, u) } else { (u, 0.0) },
     |a, b, out, up, wanted| select(a, b, out, up, wanted, |a, b| b > a)
 );
 
@@ -175,7 +230,8 @@ binary_op!(
 binary_op!(
     Min,
     "min",
-    |a: f64, b: f64| if a.is_nan() || a < b { a } else { b },
+    |a, b| if a.is_nan() || a < b { a } else { b },
+    |a, b, _, u| if b < a { (0.0, u) } else { (u, 0.0) },
     |a, b, out, up, wanted| select(a, b, out, up, wanted, |a, b| b < a)
 );
 
@@ -189,7 +245,7 @@ fn select(
     up: Tensor,
     wanted: &[bool],
     to_b: fn(f64, f64) -> bool,
-) -> Grads {
+) -> Pair {
     let shape = out.shape();
     if up.len() == 1 {
         // A uniform upstream (e.g. from `sum`): one pass over the operands per side.
@@ -198,14 +254,14 @@ fn select(
             wanted[0].then(|| zip_broadcast(a, b, shape, |x, y| if to_b(x, y) { 0.0 } else { u }));
         let gb =
             wanted[1].then(|| zip_broadcast(a, b, shape, |x, y| if to_b(x, y) { u } else { 0.0 }));
-        return smallvec![ga, gb];
+        return [ga, gb];
     }
     let up = up.broadcast_to(shape);
     let routed = zip_broadcast(a, b, shape, |x, y| if to_b(x, y) { 1.0 } else { 0.0 });
     let ga = wanted[0]
         .then(|| zip_broadcast(&up, &routed, shape, |u, r| if r == 1.0 { 0.0 } else { u }));
     let gb = wanted[1].then(|| zip_into(up, &routed, shape, |u, r| if r == 1.0 { u } else { 0.0 }));
-    smallvec![ga, gb]
+    [ga, gb]
 }
 
 macro_rules! operators {
@@ -334,7 +390,7 @@ impl<'t> Var<'t> {
     /// If the element counts differ.
     #[track_caller]
     pub fn reshape(self, shape: &[usize]) -> Var<'t> {
-        self.unary(Box::new(Reshape(shape.into())))
+        self.unary(Box::new(Reshape(Shape::from_slice(shape))))
     }
 
     /// Matrix product of two 2-d vars: `[m, k] x [k, n] -> [m, n]`.
@@ -373,7 +429,7 @@ macro_rules! unary_op {
             }
             fn backward(&self, x: &[&Tensor], out: &Tensor, up: Tensor, _: &[bool]) -> Grads {
                 let backward: fn(&Tensor, &Tensor, Tensor) -> Tensor = $backward;
-                smallvec![Some(backward(x[0], out, up))]
+                single(backward(x[0], out, up))
             }
         }
     };
@@ -406,7 +462,7 @@ impl Op for Sum {
         Ok(Tensor::scalar(pairwise_sum(x[0].data())))
     }
     fn backward(&self, _: &[&Tensor], _: &Tensor, up: Tensor, _: &[bool]) -> Grads {
-        smallvec![Some(up)]
+        single(up)
     }
 }
 
@@ -423,7 +479,7 @@ impl Op for Mean {
     }
     fn backward(&self, x: &[&Tensor], _: &Tensor, up: Tensor, _: &[bool]) -> Grads {
         let n = x[0].len() as f64;
-        smallvec![Some(up.map_in_place(|u| u / n))]
+        single(up.map_in_place(|u| u / n))
     }
 }
 
@@ -452,20 +508,20 @@ impl Op for SumAxis {
                 row.iter_mut().zip(src).for_each(|(r, &s)| *r += s);
             }
         }
-        let mut out_shape: Shape = shape.into();
+        let mut out_shape = Shape::from_slice(shape);
         out_shape.remove(axis);
         Ok(Tensor::from_parts(data_from_vec(out), out_shape))
     }
     fn backward(&self, x: &[&Tensor], out: &Tensor, up: Tensor, _: &[bool]) -> Grads {
         if up.len() == 1 {
-            return smallvec![Some(Tensor::scalar(up.data()[0]))];
+            return single(Tensor::scalar(up.data()[0]));
         }
         // Put the summed axis back as a 1, so the gradient broadcasts along it.
-        let mut shape: Shape = out.shape().into();
+        let mut shape = Shape::from_slice(out.shape());
         shape.insert(self.0, 1);
         let g = up.broadcast_to(out.shape()).into_reshaped(shape);
         let _ = x;
-        smallvec![Some(g)]
+        single(g)
     }
 }
 
@@ -480,12 +536,12 @@ impl Op for Reshape {
     }
     fn backward(&self, x: &[&Tensor], out: &Tensor, up: Tensor, _: &[bool]) -> Grads {
         if up.len() == 1 {
-            return smallvec![Some(Tensor::scalar(up.data()[0]))];
+            return single(Tensor::scalar(up.data()[0]));
         }
         let g = up
             .broadcast_to(out.shape())
-            .into_reshaped(x[0].shape().into());
-        smallvec![Some(g)]
+            .into_reshaped(Shape::from_slice(x[0].shape()));
+        single(g)
     }
 }
 
@@ -528,7 +584,7 @@ impl Op for MatMul {
             for i in 0..m {
                 for p in 0..k {
                     let (urow, brow) = (&u[i * n..(i + 1) * n], &bd[p * n..(p + 1) * n]);
-                    g[i * k + p] = urow.iter().zip(brow).map(|(x, y)| x * y).sum();
+                    g[i * k + p] = urow.iter().zip(brow).map(|(&u, &y)| chain(u, y)).sum();
                 }
             }
             Tensor::from_parts(data_from_vec(g), smallvec![m, k])
@@ -543,7 +599,7 @@ impl Op for MatMul {
                     g[p * n..(p + 1) * n]
                         .iter_mut()
                         .zip(urow)
-                        .for_each(|(g, &uv)| *g += aip * uv);
+                        .for_each(|(g, &uv)| *g += chain(uv, aip));
                 }
             }
             Tensor::from_parts(data_from_vec(g), smallvec![k, n])

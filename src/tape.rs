@@ -28,6 +28,9 @@ pub(crate) struct Node {
     pub(crate) value: Tensor,
     /// Whether some `Tape::var` leaf reaches this node (so a gradient must flow here).
     pub(crate) tracked: bool,
+    /// The gradient during a reverse sweep; `None` outside one. Kept in the node, not in
+    /// a side table, so a sweep allocates nothing per node.
+    grad: Option<Tensor>,
 }
 
 pub(crate) enum Kind {
@@ -80,8 +83,10 @@ impl Tape {
 
     /// Forget every node, keeping the allocation, so a training loop can reuse one tape.
     /// Taking `&mut self` means no `Var` of the old recording can still be alive.
+    /// Gradients of the old recording no longer answer for vars of the new one.
     pub fn clear(&mut self) {
         self.nodes.get_mut().clear();
+        self.id = NEXT_TAPE_ID.fetch_add(1, Ordering::Relaxed);
     }
 
     /// A leaf whose gradient [`Var::backward`] computes.
@@ -110,15 +115,20 @@ impl Tape {
         }
         let (value, tracked) = {
             let nodes = self.borrow_nodes(op.name());
-            let values: SmallVec<[&Tensor; 2]> =
-                inputs.iter().map(|v| &nodes[v.index].value).collect();
-            let value = match op.forward(&values) {
+            let result = with_values(&nodes, inputs.iter().map(|v| v.index), |values| {
+                op.forward(values)
+            });
+            let value = match result {
                 Ok(value) => value,
                 Err(message) => panic!("tapegrad: {message} (at {})", Location::caller()),
             };
             (value, inputs.iter().any(|v| nodes[v.index].tracked))
         };
-        let inputs = inputs.iter().map(|v| v.index).collect();
+        let inputs = match inputs {
+            [a] => SmallVec::from_buf_and_len([a.index, 0], 1),
+            [a, b] => SmallVec::from_buf([a.index, b.index]),
+            _ => inputs.iter().map(|v| v.index).collect(),
+        };
         self.push_node(Kind::Op(op), inputs, value, tracked)
     }
 
@@ -143,6 +153,7 @@ impl Tape {
             inputs,
             value,
             tracked,
+            grad: None,
         });
         Var {
             tape: self,
@@ -190,7 +201,7 @@ impl<'t> Var<'t> {
 
     /// The var's shape.
     pub fn shape(&self) -> SmallVec<[usize; 4]> {
-        self.value().shape().into()
+        SmallVec::from_slice(self.value().shape())
     }
 
     /// Gradients of this one-element var with respect to every `Tape::var` leaf.
@@ -224,67 +235,95 @@ impl<'t> Var<'t> {
     /// If `seed`'s shape differs from the var's.
     #[track_caller]
     pub fn backward_with(self, seed: Tensor) -> Gradients {
-        let nodes = self.tape.borrow_nodes("backward");
-        let root = &nodes[self.index];
-        if seed.shape() != root.value.shape() {
+        let Ok(mut nodes) = self.tape.nodes.try_borrow_mut() else {
+            panic!(
+                "tapegrad: backward: the tape is borrowed by a live `value()` guard; drop it \
+                 first (at {})",
+                Location::caller()
+            );
+        };
+        let root = self.index;
+        if seed.shape() != nodes[root].value.shape() {
             panic!(
                 "tapegrad: backward_with: seed has shape {:?} but the var has shape {:?} (at {})",
                 seed.shape(),
-                root.value.shape(),
+                nodes[root].value.shape(),
                 Location::caller()
             );
         }
-        let mut grads: Vec<Option<Tensor>> = Vec::new();
-        grads.resize_with(nodes.len(), || None);
-        grads[self.index] = Some(seed);
-        for i in (0..=self.index).rev() {
-            let node = &nodes[i];
+        nodes[root].grad = Some(seed);
+        for i in (0..=root).rev() {
+            // Inputs were created before the node, so they all sit in `earlier`.
+            let (earlier, rest) = nodes.split_at_mut(i);
+            let node = &mut rest[0];
             let Kind::Op(op) = &node.kind else { continue };
-            let Some(upstream) = grads[i].take() else {
+            let Some(upstream) = node.grad.take() else {
                 continue;
             };
-            if !node.tracked {
-                continue;
-            }
-            let inputs: SmallVec<[&Tensor; 2]> =
-                node.inputs.iter().map(|&j| &nodes[j].value).collect();
-            let wanted: SmallVec<[bool; 2]> =
-                node.inputs.iter().map(|&j| nodes[j].tracked).collect();
-            let local = op.backward(&inputs, &node.value, upstream, &wanted);
+            let wanted: SmallVec<[bool; 2]> = match node.inputs[..] {
+                [a] => SmallVec::from_buf_and_len([earlier[a].tracked, false], 1),
+                [a, b] => SmallVec::from_buf([earlier[a].tracked, earlier[b].tracked]),
+                _ => node.inputs.iter().map(|&j| earlier[j].tracked).collect(),
+            };
+            let local = with_values(earlier, node.inputs.iter().copied(), |values| {
+                op.backward(values, &node.value, upstream, &wanted)
+            });
             for (&j, g) in node.inputs.iter().zip(local) {
                 if let Some(g) = g {
-                    grads[j] = Some(match grads[j].take() {
+                    let slot = &mut earlier[j].grad;
+                    *slot = Some(match slot.take() {
                         None => g,
                         Some(acc) => accumulate(acc, g),
                     });
                 }
             }
         }
-        let slots = nodes
-            .iter()
-            .zip(grads)
-            .map(|(node, g)| match node.kind {
-                Kind::Var => {
-                    let shape = node.value.shape();
-                    Slot::Grad(match g {
-                        Some(g) if g.shape() == shape => g,
-                        Some(g) => g.broadcast_to(shape),
-                        None => Tensor::zeros(shape),
-                    })
-                }
-                Kind::Constant => Slot::Constant,
-                Kind::Op(_) => Slot::Intermediate,
-            })
-            .collect();
+        // Keep the leaves' gradients, at exactly their shapes; clear every other slot
+        // (a custom backward that panicked mid-sweep may have left some behind).
+        let mut leaves = Vec::new();
+        for (i, node) in nodes.iter_mut().enumerate() {
+            let grad = node.grad.take();
+            if let Kind::Var = node.kind {
+                let shape = node.value.shape();
+                let g = match grad {
+                    Some(g) if g.shape() == shape => g,
+                    Some(g) => g.broadcast_to(shape),
+                    None => Tensor::zeros(shape),
+                };
+                leaves.push((i, g));
+            }
+        }
         Gradients {
-            slots,
+            leaves,
+            nodes: nodes.len(),
             tape: self.tape.id,
+        }
+    }
+}
+
+/// Run `f` on the values of the given nodes (no heap for one or two inputs).
+fn with_values<R>(
+    nodes: &[Node],
+    mut inputs: impl ExactSizeIterator<Item = usize>,
+    f: impl FnOnce(&[&Tensor]) -> R,
+) -> R {
+    let n = inputs.len();
+    let mut next = || &nodes[inputs.next().expect("input")].value;
+    match n {
+        1 => f(&[next()]),
+        2 => f(&[next(), next()]),
+        n => {
+            let values: Vec<&Tensor> = (0..n).map(|_| next()).collect();
+            f(&values)
         }
     }
 }
 
 /// Sum of two gradient contributions for one node (both broadcast to its shape).
 fn accumulate(acc: Tensor, g: Tensor) -> Tensor {
+    if let (Some(x), Some(y)) = (acc.as_scalar(), g.as_scalar()) {
+        return Tensor::scalar(x + y);
+    }
     let shape = broadcast_shapes(acc.shape(), g.shape()).expect("gradient shapes broadcast");
     if acc.shape() == &shape[..] {
         zip_into(acc, &g, &shape, |x, y| x + y)
@@ -295,23 +334,21 @@ fn accumulate(acc: Tensor, g: Tensor) -> Tensor {
 
 /// Gradients from one reverse sweep, looked up by var.
 pub struct Gradients {
-    slots: Vec<Slot>,
+    /// `(node index, gradient)` of every `Tape::var` leaf, by index.
+    leaves: Vec<(usize, Tensor)>,
+    /// How many nodes the tape had when the sweep ran.
+    nodes: usize,
     tape: u64,
 }
 
-enum Slot {
-    Grad(Tensor),
-    Constant,
-    Intermediate,
-}
-
 impl Gradients {
-    /// The gradient of node `index` if it is a `Tape::var` leaf.
-    pub(crate) fn leaf(&self, index: usize) -> Option<&Tensor> {
-        match self.slots.get(index) {
-            Some(Slot::Grad(g)) => Some(g),
-            _ => None,
+    /// The gradient of node `index` if it is a `Tape::var` leaf of `tape`.
+    pub(crate) fn leaf(&self, tape: &Tape, index: usize) -> Option<&Tensor> {
+        if tape.id != self.tape {
+            return None;
         }
+        let at = self.leaves.binary_search_by_key(&index, |(i, _)| *i).ok()?;
+        Some(&self.leaves[at].1)
     }
 
     /// The gradient with respect to the leaf `var` (made with [`Tape::var`]): same shape
@@ -319,7 +356,7 @@ impl Gradients {
     ///
     /// # Panics
     /// If `var` is a constant, an intermediate result (their gradients are freed during
-    /// the sweep), or belongs to another tape.
+    /// the sweep), was created after the sweep, or belongs to another tape.
     #[track_caller]
     pub fn wrt(&self, var: Var<'_>) -> &Tensor {
         if var.tape.id != self.tape {
@@ -329,27 +366,32 @@ impl Gradients {
                 Location::caller()
             );
         }
-        match self.slots.get(var.index) {
-            Some(Slot::Grad(g)) => g,
-            Some(Slot::Constant) => panic!(
-                "tapegrad: wrt: var #{} is a constant (Tape::constant) and has no gradient; \
-                 make it with Tape::var to differentiate it (at {})",
-                var.index,
-                Location::caller()
-            ),
-            Some(Slot::Intermediate) => panic!(
-                "tapegrad: wrt: var #{} is an intermediate result; gradients are kept only \
-                 for leaves made with Tape::var (at {})",
-                var.index,
-                Location::caller()
-            ),
-            None => panic!(
+        if let Some(g) = self.leaf(var.tape, var.index) {
+            return g;
+        }
+        if var.index >= self.nodes {
+            panic!(
                 "tapegrad: wrt: var #{} was created after backward() ran; the loss cannot \
                  depend on it (at {})",
                 var.index,
                 Location::caller()
-            ),
+            );
         }
+        let constant = matches!(var.tape.nodes.borrow()[var.index].kind, Kind::Constant);
+        if constant {
+            panic!(
+                "tapegrad: wrt: var #{} is a constant (Tape::constant) and has no gradient; \
+                 make it with Tape::var to differentiate it (at {})",
+                var.index,
+                Location::caller()
+            );
+        }
+        panic!(
+            "tapegrad: wrt: var #{} is an intermediate result; gradients are kept only for \
+             leaves made with Tape::var (at {})",
+            var.index,
+            Location::caller()
+        )
     }
 }
 
@@ -370,10 +412,8 @@ impl fmt::Debug for Var<'_> {
 impl fmt::Debug for Gradients {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let mut list = f.debug_map();
-        for (i, slot) in self.slots.iter().enumerate() {
-            if let Slot::Grad(g) = slot {
-                list.entry(&i, g);
-            }
+        for (i, g) in &self.leaves {
+            list.entry(i, g);
         }
         list.finish()
     }

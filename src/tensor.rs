@@ -6,12 +6,103 @@
 //! there are no copies.
 
 use smallvec::SmallVec;
+use std::cell::RefCell;
 use std::fmt;
+use std::sync::Arc;
 
 /// A shape: up to four dimensions live inline, so a scalar's shape costs no heap.
 pub type Shape = SmallVec<[usize; 4]>;
-/// Element storage: one element lives inline, so a rank-0 tensor costs no heap.
-pub(crate) type Data = SmallVec<[f64; 1]>;
+
+/// Element storage. One element lives inline, so a rank-0 tensor costs no heap; more
+/// live in a shared buffer, so cloning a tensor (onto a tape, out of `Gradients`) is
+/// O(1), and a backward rule that owns the only handle can write in place.
+#[derive(Clone)]
+pub(crate) enum Data {
+    One(f64),
+    Many(Arc<Buffer>),
+}
+
+/// A heap buffer that goes back to this thread's pool when dropped (see [`buffer`]).
+pub(crate) struct Buffer(Vec<f64>);
+
+impl Drop for Buffer {
+    fn drop(&mut self) {
+        recycle(std::mem::take(&mut self.0));
+    }
+}
+
+impl Data {
+    fn as_slice(&self) -> &[f64] {
+        match self {
+            Data::One(x) => std::slice::from_ref(x),
+            Data::Many(b) => &b.0,
+        }
+    }
+
+    /// The elements for writing, if no one else holds them.
+    fn unique_mut(&mut self) -> Option<&mut [f64]> {
+        match self {
+            Data::One(x) => Some(std::slice::from_mut(x)),
+            Data::Many(b) => Arc::get_mut(b).map(|b| &mut b.0[..]),
+        }
+    }
+}
+
+// Large buffers freed by one computation are kept (per thread, up to `POOL_BYTES`) and
+// handed to the next one that needs as many elements. Fresh memory from the system
+// costs a page fault per 4 KiB on first touch, which at N = 10^7 takes longer than the
+// arithmetic; a loop that rebuilds the same graph reuses the same few buffers instead.
+const POOL_MIN_LEN: usize = 1 << 15;
+const POOL_SLOTS: usize = 8;
+const POOL_BYTES: usize = 512 << 20;
+
+thread_local! {
+    static POOL: RefCell<Vec<Vec<f64>>> = const { RefCell::new(Vec::new()) };
+}
+
+fn recycle(v: Vec<f64>) {
+    if v.capacity() < POOL_MIN_LEN {
+        return;
+    }
+    let _ = POOL.try_with(|pool| {
+        if let Ok(mut pool) = pool.try_borrow_mut() {
+            let held: usize = pool.iter().map(|b| b.capacity() * 8).sum();
+            if pool.len() < POOL_SLOTS && held + v.capacity() * 8 <= POOL_BYTES {
+                pool.push(v);
+            }
+        }
+    });
+}
+
+/// An empty Vec with room for `n` elements: a pooled one if one fits (at least `n`,
+/// at most `2n`), a new one otherwise.
+pub(crate) fn buffer(n: usize) -> Vec<f64> {
+    if n >= POOL_MIN_LEN {
+        let pooled = POOL.try_with(|pool| {
+            let mut pool = pool.try_borrow_mut().ok()?;
+            let fit = pool
+                .iter()
+                .position(|b| b.capacity() >= n && b.capacity() <= 2 * n)?;
+            Some(pool.swap_remove(fit))
+        });
+        if let Ok(Some(mut v)) = pooled {
+            v.clear();
+            return v;
+        }
+    }
+    Vec::with_capacity(n)
+}
+
+/// `n` elements from an iterator into a (possibly pooled) buffer.
+pub(crate) fn collect_data(n: usize, items: impl Iterator<Item = f64>) -> Data {
+    if n == 1 {
+        let mut items = items;
+        return Data::One(items.next().expect("one element"));
+    }
+    let mut v = buffer(n);
+    v.extend(items);
+    Data::Many(Arc::new(Buffer(v)))
+}
 
 /// The error type of fallible constructors.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -44,7 +135,6 @@ impl std::error::Error for Error {}
 /// assert_eq!(m.data()[4], 5.0); // row 1, column 1
 /// assert!(Tensor::new(vec![1.0], &[2, 3]).is_err());
 /// ```
-#[derive(Clone, PartialEq)]
 pub struct Tensor {
     shape: Shape,
     data: Data,
@@ -65,23 +155,22 @@ impl Tensor {
                 want
             )));
         }
-        Ok(Tensor::from_parts(data_from_vec(data), shape.into()))
+        Ok(Tensor::from_parts(
+            data_from_vec(data),
+            Shape::from_slice(shape),
+        ))
     }
 
     /// A rank-0 tensor (shape `[]`) holding `value`.
     pub fn scalar(value: f64) -> Tensor {
-        Tensor::from_parts(Data::from_elem(value, 1), Shape::new())
+        Tensor::from_parts(Data::One(value), Shape::new())
     }
 
     /// A tensor of the given shape with every element equal to `value`.
     pub fn full(shape: &[usize], value: f64) -> Tensor {
         let n = shape.iter().product();
-        let data = if n == 1 {
-            Data::from_elem(value, 1)
-        } else {
-            data_from_vec(vec![value; n])
-        };
-        Tensor::from_parts(data, shape.into())
+        let data = collect_data(n, std::iter::repeat_n(value, n));
+        Tensor::from_parts(data, Shape::from_slice(shape))
     }
 
     /// Zeros of the given shape.
@@ -90,7 +179,7 @@ impl Tensor {
     }
 
     pub(crate) fn from_parts(data: Data, shape: Shape) -> Tensor {
-        debug_assert_eq!(data.len(), shape.iter().product::<usize>());
+        debug_assert_eq!(data.as_slice().len(), shape.iter().product::<usize>());
         Tensor { shape, data }
     }
 
@@ -101,17 +190,17 @@ impl Tensor {
 
     /// The elements in row-major order.
     pub fn data(&self) -> &[f64] {
-        &self.data
+        self.data.as_slice()
     }
 
     /// The number of elements.
     pub fn len(&self) -> usize {
-        self.data.len()
+        self.data().len()
     }
 
     /// Whether the tensor has no elements (some dimension is 0).
     pub fn is_empty(&self) -> bool {
-        self.data.is_empty()
+        self.data().is_empty()
     }
 
     /// The single element of a one-element tensor (of any rank).
@@ -120,14 +209,16 @@ impl Tensor {
     /// If the tensor does not hold exactly one element.
     #[track_caller]
     pub fn item(&self) -> f64 {
-        if self.data.len() != 1 {
+        if self.len() != 1 {
             panic!(
-                "Tensor::item: tensor of shape {:?} has {} elements, item() needs exactly one",
+                "tapegrad: Tensor::item: tensor of shape {:?} has {} elements, item() needs \
+                 exactly one (at {})",
                 self.shape,
-                self.data.len()
+                self.len(),
+                std::panic::Location::caller()
             );
         }
-        self.data[0]
+        self.data()[0]
     }
 
     /// The same elements under another shape with as many elements.
@@ -145,7 +236,18 @@ impl Tensor {
                 want
             )));
         }
-        Ok(Tensor::from_parts(self.data.clone(), shape.into()))
+        Ok(Tensor::from_parts(
+            self.data.clone(),
+            Shape::from_slice(shape),
+        ))
+    }
+
+    /// The element of a rank-0 tensor; `None` for any other rank.
+    pub(crate) fn as_scalar(&self) -> Option<f64> {
+        match (self.shape.is_empty(), &self.data) {
+            (true, Data::One(x)) => Some(*x),
+            _ => None,
+        }
     }
 
     pub(crate) fn into_reshaped(self, shape: Shape) -> Tensor {
@@ -154,18 +256,17 @@ impl Tensor {
 
     /// Apply `f` to every element, reusing this tensor's buffer.
     pub(crate) fn map_in_place(mut self, f: impl Fn(f64) -> f64) -> Tensor {
-        self.data.iter_mut().for_each(|x| *x = f(*x));
+        match self.data.unique_mut() {
+            Some(data) => data.iter_mut().for_each(|x| *x = f(*x)),
+            None => return self.map(f),
+        }
         self
     }
 
     /// A new tensor of the same shape with `f` applied to every element.
     pub(crate) fn map(&self, f: impl Fn(f64) -> f64) -> Tensor {
-        let data = if self.len() == 1 {
-            Data::from_elem(f(self.data[0]), 1)
-        } else {
-            data_from_vec(self.data.iter().map(|&x| f(x)).collect())
-        };
-        Tensor::from_parts(data, self.shape.clone())
+        let data = collect_data(self.len(), self.data().iter().map(|&x| f(x)));
+        Tensor::from_parts(data, Shape::from_slice(&self.shape))
     }
 
     /// This tensor broadcast to `shape` (which it must broadcast to).
@@ -186,10 +287,24 @@ impl From<Vec<f64>> for Tensor {
     }
 }
 
+impl Clone for Tensor {
+    /// O(1) for the elements: they are shared until someone writes.
+    fn clone(&self) -> Tensor {
+        Tensor::from_parts(self.data.clone(), Shape::from_slice(&self.shape))
+    }
+}
+
+impl PartialEq for Tensor {
+    /// Same shape and elements equal by `==` (so NaN != NaN, and -0.0 == 0.0).
+    fn eq(&self, other: &Tensor) -> bool {
+        self.shape == other.shape && self.data() == other.data()
+    }
+}
+
 impl fmt::Debug for Tensor {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "Tensor(shape={:?}, data=", self.shape)?;
-        write_preview(f, &self.data, 8)?;
+        write_preview(f, self.data(), 8)?;
         f.write_str(")")
     }
 }
@@ -197,7 +312,7 @@ impl fmt::Debug for Tensor {
 impl fmt::Display for Tensor {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "{:?} ", self.shape)?;
-        write_preview(f, &self.data, 8)
+        write_preview(f, self.data(), 8)
     }
 }
 
@@ -219,16 +334,16 @@ pub(crate) fn write_preview(f: &mut dyn fmt::Write, data: &[f64], max: usize) ->
 /// Vec → inline storage for one element, the Vec's own buffer otherwise.
 pub(crate) fn data_from_vec(v: Vec<f64>) -> Data {
     if v.len() == 1 {
-        Data::from_elem(v[0], 1)
+        Data::One(v[0])
     } else {
-        Data::from_vec(v)
+        Data::Many(Arc::new(Buffer(v)))
     }
 }
 
 /// The numpy broadcast of two shapes, or `None` if they do not broadcast.
 pub(crate) fn broadcast_shapes(a: &[usize], b: &[usize]) -> Option<Shape> {
     if a == b {
-        return Some(a.into());
+        return Some(Shape::from_slice(a));
     }
     let rank = a.len().max(b.len());
     let mut out = Shape::with_capacity(rank);
@@ -282,19 +397,19 @@ pub(crate) fn zip_broadcast(
     let (x, y) = (a.data(), b.data());
     let n: usize = out.iter().product();
     let data = if n == 1 && x.len() == 1 && y.len() == 1 {
-        Data::from_elem(f(x[0], y[0]), 1)
+        Data::One(f(x[0], y[0]))
     } else if x.len() == n && y.len() == n {
-        data_from_vec(x.iter().zip(y).map(|(&p, &q)| f(p, q)).collect())
+        collect_data(n, x.iter().zip(y).map(|(&p, &q)| f(p, q)))
     } else if y.len() == 1 && x.len() == n {
         let q = y[0];
-        data_from_vec(x.iter().map(|&p| f(p, q)).collect())
+        collect_data(n, x.iter().map(|&p| f(p, q)))
     } else if x.len() == 1 && y.len() == n {
         let p = x[0];
-        data_from_vec(y.iter().map(|&q| f(p, q)).collect())
+        collect_data(n, y.iter().map(|&q| f(p, q)))
     } else {
         data_from_vec(zip_strided(x, a.shape(), y, b.shape(), out, &f))
     };
-    Tensor::from_parts(data, out.into())
+    Tensor::from_parts(data, Shape::from_slice(out))
 }
 
 /// Like [`zip_broadcast`] but writes into `a`'s buffer when `a` already has shape `out`.
@@ -308,13 +423,14 @@ pub(crate) fn zip_into(
         return zip_broadcast(&a, b, out, f);
     }
     let y = b.data();
-    if y.len() == a.len() {
-        a.data.iter_mut().zip(y).for_each(|(p, &q)| *p = f(*p, q));
-    } else if y.len() == 1 {
-        let q = y[0];
-        a.data.iter_mut().for_each(|p| *p = f(*p, q));
-    } else {
-        return zip_broadcast(&a, b, out, f);
+    let n = a.len();
+    match a.data.unique_mut() {
+        Some(x) if y.len() == n => x.iter_mut().zip(y).for_each(|(p, &q)| *p = f(*p, q)),
+        Some(x) if y.len() == 1 => {
+            let q = y[0];
+            x.iter_mut().for_each(|p| *p = f(*p, q));
+        }
+        _ => return zip_broadcast(&a, b, out, f),
     }
     a
 }
@@ -371,18 +487,19 @@ fn zip_strided(
 /// dimension's length. The result broadcasts to `target`; [`Tensor::broadcast_to`]
 /// makes it exactly `target` when someone needs that.
 pub(crate) fn sum_to(grad: Tensor, out: &[usize], target: &[usize]) -> Tensor {
-    if grad.shape() == target || target == out {
+    if target == out {
         return grad;
     }
     if target.iter().product::<usize>() == 1 {
         // The whole gradient collapses to one number.
         let n: usize = out.iter().product();
         let total = if grad.len() == 1 {
-            grad.data[0] * (n as f64)
+            grad.data()[0] * (n as f64)
         } else {
-            pairwise_sum(grad.data())
+            // `grad` broadcasts to `out`: each element stands for n / len of them.
+            pairwise_sum(grad.data()) * (n / grad.len()) as f64
         };
-        return Tensor::from_parts(Data::from_elem(total, 1), target.into());
+        return Tensor::from_parts(Data::One(total), Shape::from_slice(target));
     }
     let rank = out.len();
     let g = grad.broadcast_to_rank(rank);
@@ -390,15 +507,15 @@ pub(crate) fn sum_to(grad: Tensor, out: &[usize], target: &[usize]) -> Tensor {
     // scale by it (neither has it).
     let mut kept = Shape::with_capacity(rank);
     let mut scale = 1.0;
-    for d in 0..rank {
+    for (d, &od) in out.iter().enumerate() {
         let t = dim_from_right(target, rank - 1 - d);
         let gd = g.shape[d];
-        if t == out[d] {
+        if t == od {
             kept.push(gd);
         } else {
             kept.push(1);
             if gd == 1 {
-                scale *= out[d] as f64;
+                scale *= od as f64;
             }
         }
     }
@@ -406,14 +523,14 @@ pub(crate) fn sum_to(grad: Tensor, out: &[usize], target: &[usize]) -> Tensor {
     let strides = strides_in(&kept, g.shape());
     for_each_index(g.shape(), |flat, index| {
         let at: usize = index.iter().zip(&strides).map(|(i, s)| i * s).sum();
-        reduced[at] += g.data[flat];
+        reduced[at] += g.data()[flat];
     });
     if scale != 1.0 {
         reduced.iter_mut().for_each(|x| *x *= scale);
     }
     // Drop leading dimensions the target does not have (they are all 1 now).
     let extra = rank - target.len().min(rank);
-    Tensor::from_parts(data_from_vec(reduced), kept[extra..].into())
+    Tensor::from_parts(data_from_vec(reduced), Shape::from_slice(&kept[extra..]))
 }
 
 impl Tensor {

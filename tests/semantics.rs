@@ -3,7 +3,6 @@
 //! summation, clear panics, and a 10^6-op chain without recursion.
 
 use std::panic::{AssertUnwindSafe, catch_unwind};
-use std::time::{Duration, Instant};
 use tapegrad::losses::hinge;
 use tapegrad::{Tape, Tensor, Var, max, min};
 
@@ -512,34 +511,6 @@ fn a_chain_of_one_million_ops_differentiates_and_drops() {
             "value {value}"
         );
         assert_eq!(grad, value);
-    });
-}
-
-#[test]
-fn a_chain_of_one_million_ops_builds_differentiates_and_drops_within_3_seconds() {
-    // The promise holds in the default (debug) profile of `cargo test`: 10^6 ops must not
-    // make a test suite slow. Release builds take a tenth of this.
-    on_small_stack(|| {
-        let start = Instant::now();
-        let tape = Tape::new();
-        let (x, y) = long_chain(&tape);
-        let built = start.elapsed();
-        let grads = y.backward();
-        assert!(grads.wrt(x).item() > 1.0);
-        let differentiated = start.elapsed();
-        drop(grads);
-        drop(tape);
-        let total = start.elapsed();
-        let report = format!(
-            "built {built:?}, backward {:?}, dropped {:?}, total {total:?}",
-            differentiated - built,
-            total - differentiated
-        );
-        eprintln!("1e6-op chain: {report}");
-        assert!(
-            total < Duration::from_secs(3),
-            "1e6-op chain too slow: {report}"
-        );
     });
 }
 
