@@ -20,7 +20,7 @@ use std::process::exit;
 use std::time::Instant;
 use tapegrad::Tape;
 use tapegrad::Tensor;
-use tapegrad::check::{Comparison, Tolerance, compare};
+use tapegrad::check::{Comparison, Tolerance, compare, directional};
 use tapegrad::losses::{hinge, hinge_grad_closed_form};
 
 const USAGE: &str = "usage: hinge [--n N] [--dot PATH] [--attempts]
@@ -175,7 +175,15 @@ fn large_batch(n: usize, dot: Option<&str>) -> bool {
     if let Some(path) = dot {
         write_dot(path, &loss.to_dot(Some(&grads)), tape.len());
     }
-    report.passed()
+
+    // Finite differences at this size: 8 random directions, 17 evaluations of the loss.
+    let start = Instant::now();
+    let fd = directional(|tape, p| hinge(p, tape.constant(target.clone())), &pred, 8);
+    println!(
+        "tape gradient vs finite differences along 8 random directions ({:.0} ms): {fd}",
+        start.elapsed().as_secs_f64() * 1e3
+    );
+    report.passed() && fd.passed()
 }
 
 fn write_dot(path: &str, dot: &str, nodes: usize) {
