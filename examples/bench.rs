@@ -199,6 +199,20 @@ fn main() {
         lines.push(("hinge_fused", n, fused, 1.0));
     }
 
+    let n = *sizes.last().unwrap();
+    let (pred, target) = batch(n);
+    let before = LIVE.load(Relaxed);
+    PEAK.store(before, Relaxed);
+    black_box(hinge_tape(&pred, &target));
+    let peak = PEAK.load(Relaxed);
+    println!();
+    println!(
+        "peak memory, hinge_tape at N = {n}: {:.1} bytes/element = {:.2} arrays of N f64 \
+         (inputs included: {:.1} of them are pred and target)",
+        peak as f64 / n as f64,
+        peak as f64 / (8 * n) as f64,
+        before as f64 / (8 * n) as f64
+    );
     let nodes = 1_000_000;
     let mut tape = Tape::with_capacity(nodes);
     assert!((scalar_chain(&mut tape, nodes) - scalar_chain_by_hand(nodes)).abs() < 1e-9);
@@ -223,20 +237,6 @@ fn main() {
     lines.push(("scalar_chain_fresh_tape", nodes, fresh, fresh / by_hand));
     lines.push(("scalar_chain_by_hand", nodes, by_hand, 1.0));
 
-    let n = *sizes.last().unwrap();
-    let (pred, target) = batch(n);
-    let before = LIVE.load(Relaxed);
-    PEAK.store(before, Relaxed);
-    black_box(hinge_tape(&pred, &target));
-    let peak = PEAK.load(Relaxed);
-    println!();
-    println!(
-        "peak memory, hinge_tape at N = {n}: {:.1} bytes/element = {:.2} arrays of N f64 \
-         (inputs included: {:.1} of them are pred and target)",
-        peak as f64 / n as f64,
-        peak as f64 / (8 * n) as f64,
-        before as f64 / (8 * n) as f64
-    );
     println!();
     for (case, n, ms, ratio) in lines {
         line(case, n, ms, ratio);

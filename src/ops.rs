@@ -17,19 +17,45 @@ use crate::tape::{Tape, Var};
 use crate::tensor::{
     Shape, Tensor, broadcast_shapes, data_from_vec, pairwise_sum, sum_to, zip_broadcast, zip_into,
 };
-use smallvec::{SmallVec, smallvec};
+use smallvec::smallvec;
 use std::ops;
 
-/// Gradients for an op's inputs; `None` where an input is not tracked.
-pub(crate) type Grads = SmallVec<[Option<Tensor>; 2]>;
+/// Gradients for an op's inputs, in input order; `None` where an input is not tracked.
+pub(crate) enum Grads {
+    /// One- and two-input ops (no heap).
+    Two([Option<Tensor>; 2]),
+    /// Custom ops with any number of inputs.
+    Many(Vec<Option<Tensor>>),
+}
+
+impl Grads {
+    /// Call `f(input position, gradient)` for every gradient present.
+    pub(crate) fn each(self, mut f: impl FnMut(usize, Tensor)) {
+        match self {
+            Grads::Two([a, b]) => {
+                if let Some(a) = a {
+                    f(0, a);
+                }
+                if let Some(b) = b {
+                    f(1, b);
+                }
+            }
+            Grads::Many(all) => {
+                for (k, g) in all.into_iter().enumerate() {
+                    if let Some(g) = g {
+                        f(k, g);
+                    }
+                }
+            }
+        }
+    }
+}
 /// The gradients of a binary op's two operands.
 type Pair = [Option<Tensor>; 2];
 
 /// The gradient of a one-input op.
 fn single(g: Tensor) -> Grads {
-    let mut grads = Grads::new();
-    grads.push(Some(g));
-    grads
+    Grads::Two([Some(g), None])
 }
 
 /// The forward and backward rule of one op.
@@ -156,12 +182,12 @@ macro_rules! binary_op {
                 if let (Some(a), Some(b), Some(o), Some(u)) = scalars {
                     let (ga, gb) = local(a, b, o, u);
                     let keep = |want: bool, g: f64| want.then(|| Tensor::scalar(g));
-                    return SmallVec::from_buf([keep(wanted[0], ga), keep(wanted[1], gb)]);
+                    return Grads::Two([keep(wanted[0], ga), keep(wanted[1], gb)]);
                 }
                 let backward: fn(&Tensor, &Tensor, &Tensor, Tensor, &[bool]) -> Pair = $backward;
                 let [ga, gb] = backward(x[0], x[1], out, up, wanted);
                 let reduce = |g: Tensor, input: &Tensor| sum_to(g, out.shape(), input.shape());
-                SmallVec::from_buf([ga.map(|g| reduce(g, x[0])), gb.map(|g| reduce(g, x[1]))])
+                Grads::Two([ga.map(|g| reduce(g, x[0])), gb.map(|g| reduce(g, x[1]))])
             }
         }
     };
@@ -604,7 +630,7 @@ impl Op for MatMul {
             }
             Tensor::from_parts(data_from_vec(g), smallvec![k, n])
         });
-        smallvec![ga, gb]
+        Grads::Two([ga, gb])
     }
 }
 
@@ -636,7 +662,7 @@ impl Op for Custom {
                 x.len()
             );
         }
-        grads
+        let grads = grads
             .into_iter()
             .zip(x)
             .zip(wanted)
@@ -653,7 +679,8 @@ impl Op for Custom {
                 }
                 want.then_some(g)
             })
-            .collect()
+            .collect();
+        Grads::Many(grads)
     }
 }
 

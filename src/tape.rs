@@ -114,7 +114,13 @@ impl Tape {
             }
         }
         let (value, tracked) = {
-            let nodes = self.borrow_nodes(op.name());
+            let Ok(nodes) = self.nodes.try_borrow() else {
+                panic!(
+                    "tapegrad: {}: the tape is being modified (at {})",
+                    op.name(),
+                    Location::caller()
+                );
+            };
             let result = with_values(&nodes, inputs.iter().map(|v| v.index), |values| {
                 op.forward(values)
             });
@@ -159,16 +165,6 @@ impl Tape {
             tape: self,
             index: nodes.len() - 1,
         }
-    }
-
-    #[track_caller]
-    fn borrow_nodes(&self, what: &str) -> Ref<'_, Vec<Node>> {
-        self.nodes.try_borrow().unwrap_or_else(|_| {
-            panic!(
-                "tapegrad: {what}: the tape is being modified (at {})",
-                Location::caller()
-            )
-        })
     }
 }
 
@@ -260,23 +256,30 @@ impl<'t> Var<'t> {
             let Some(upstream) = node.grad.take() else {
                 continue;
             };
-            let wanted: SmallVec<[bool; 2]> = match node.inputs[..] {
-                [a] => SmallVec::from_buf_and_len([earlier[a].tracked, false], 1),
-                [a, b] => SmallVec::from_buf([earlier[a].tracked, earlier[b].tracked]),
-                _ => node.inputs.iter().map(|&j| earlier[j].tracked).collect(),
-            };
-            let local = with_values(earlier, node.inputs.iter().copied(), |values| {
-                op.backward(values, &node.value, upstream, &wanted)
-            });
-            for (&j, g) in node.inputs.iter().zip(local) {
-                if let Some(g) = g {
-                    let slot = &mut earlier[j].grad;
-                    *slot = Some(match slot.take() {
-                        None => g,
-                        Some(acc) => accumulate(acc, g),
-                    });
+            let inputs = node.inputs.as_slice();
+            let local = match *inputs {
+                [a] => {
+                    let (a, wanted) = (&earlier[a], [earlier[a].tracked]);
+                    op.backward(&[&a.value], &node.value, upstream, &wanted)
                 }
-            }
+                [a, b] => {
+                    let (a, b) = (&earlier[a], &earlier[b]);
+                    let wanted = [a.tracked, b.tracked];
+                    op.backward(&[&a.value, &b.value], &node.value, upstream, &wanted)
+                }
+                _ => {
+                    let values: Vec<&Tensor> = inputs.iter().map(|&j| &earlier[j].value).collect();
+                    let wanted: Vec<bool> = inputs.iter().map(|&j| earlier[j].tracked).collect();
+                    op.backward(&values, &node.value, upstream, &wanted)
+                }
+            };
+            local.each(|k, g| {
+                let slot = &mut earlier[inputs[k]].grad;
+                *slot = Some(match slot.take() {
+                    None => g,
+                    Some(acc) => accumulate(acc, g),
+                });
+            });
         }
         // Keep the leaves' gradients, at exactly their shapes; clear every other slot
         // (a custom backward that panicked mid-sweep may have left some behind).

@@ -48,12 +48,14 @@ impl Data {
     }
 }
 
-// Large buffers freed by one computation are kept (per thread, up to `POOL_BYTES`) and
-// handed to the next one that needs as many elements. Fresh memory from the system
-// costs a page fault per 4 KiB on first touch, which at N = 10^7 takes longer than the
-// arithmetic; a loop that rebuilds the same graph reuses the same few buffers instead.
-const POOL_MIN_LEN: usize = 1 << 15;
-const POOL_SLOTS: usize = 8;
+// Buffers of 4096 elements or more freed by one computation are kept (per thread, up to
+// `POOL_SLOTS` buffers and `POOL_BYTES`) and handed to the next one that needs as many
+// elements. Memory that malloc returns to the system (large blocks are unmapped, the
+// top of the heap is trimmed) costs a page fault per 4 KiB when touched again, which
+// takes longer than the arithmetic on it; a loop that rebuilds the same graph reuses
+// the same few buffers instead.
+const POOL_MIN_LEN: usize = 1 << 12;
+const POOL_SLOTS: usize = 16;
 const POOL_BYTES: usize = 512 << 20;
 
 thread_local! {
@@ -495,6 +497,8 @@ pub(crate) fn sum_to(grad: Tensor, out: &[usize], target: &[usize]) -> Tensor {
         let n: usize = out.iter().product();
         let total = if grad.len() == 1 {
             grad.data()[0] * (n as f64)
+        } else if grad.len() == n {
+            pairwise_sum(grad.data()) // also an empty `out`: the sum of nothing, 0
         } else {
             // `grad` broadcasts to `out`: each element stands for n / len of them.
             pairwise_sum(grad.data()) * (n / grad.len()) as f64
