@@ -73,6 +73,11 @@ pub(crate) trait Op {
         upstream: Tensor,
         wanted: &[bool],
     ) -> Grads;
+    /// The same rule for rank-0 operands as plain numbers (micrograd's workload), for
+    /// the elementwise ops: the gradients of the (up to two) inputs.
+    fn local(&self, _inputs: [f64; 2], _out: f64, _upstream: f64) -> Option<[f64; 2]> {
+        None
+    }
 }
 
 /// `upstream * local`, with a zero upstream giving exactly zero (see the module docs).
@@ -152,7 +157,7 @@ impl<'t> Var<'t> {
 ///
 /// - `$forward(a, b)` maps two elements to one.
 /// - `$local(a, b, out, upstream)` is the backward rule for one element: the gradients
-///   of `a` and `b`. Rank-0 nodes (micrograd's workload) use it directly.
+///   of `a` and `b`. The sweep uses it directly for rank-0 nodes (micrograd's workload).
 /// - `$backward(a, b, out, upstream, wanted)` is the same rule over whole tensors,
 ///   written to reuse buffers; it returns gradients at the broadcast shape, and
 ///   `sum_to` reduces them to the operands' shapes.
@@ -164,26 +169,19 @@ macro_rules! binary_op {
                 $name
             }
             fn forward(&self, x: &[&Tensor]) -> Result<Tensor, String> {
-                let forward: fn(f64, f64) -> f64 = $forward;
+                let forward = |a: f64, b: f64| -> f64 { ($forward)(a, b) };
                 if let (Some(a), Some(b)) = (x[0].as_scalar(), x[1].as_scalar()) {
                     return Ok(Tensor::scalar(forward(a, b)));
                 }
                 let shape = broadcast_or_err($name, x[0], x[1])?;
                 Ok(zip_broadcast(x[0], x[1], &shape, forward))
             }
-            fn backward(&self, x: &[&Tensor], out: &Tensor, up: Tensor, wanted: &[bool]) -> Grads {
+            fn local(&self, [a, b]: [f64; 2], out: f64, up: f64) -> Option<[f64; 2]> {
                 let local: fn(f64, f64, f64, f64) -> (f64, f64) = $local;
-                let scalars = (
-                    x[0].as_scalar(),
-                    x[1].as_scalar(),
-                    out.as_scalar(),
-                    up.as_scalar(),
-                );
-                if let (Some(a), Some(b), Some(o), Some(u)) = scalars {
-                    let (ga, gb) = local(a, b, o, u);
-                    let keep = |want: bool, g: f64| want.then(|| Tensor::scalar(g));
-                    return Grads::Two([keep(wanted[0], ga), keep(wanted[1], gb)]);
-                }
+                let (ga, gb) = local(a, b, out, up);
+                Some([ga, gb])
+            }
+            fn backward(&self, x: &[&Tensor], out: &Tensor, up: Tensor, wanted: &[bool]) -> Grads {
                 let backward: fn(&Tensor, &Tensor, &Tensor, Tensor, &[bool]) -> Pair = $backward;
                 let [ga, gb] = backward(x[0], x[1], out, up, wanted);
                 let reduce = |g: Tensor, input: &Tensor| sum_to(g, out.shape(), input.shape());
@@ -247,7 +245,7 @@ binary_op!(
 binary_op!(
     Max,
     "max",
-    |a, b| if a.is_nan() || a > b { a } else { b },
+    |a: f64, b: f64| if a.is_nan() || a > b { a } else { b },
     |a, b, _, u| if b > a { (0.0, u) } else { (u, 0.0) },
     |a, b, out, up, wanted| select(a, b, out, up, wanted, |a, b| b > a)
 );
@@ -256,7 +254,7 @@ binary_op!(
 binary_op!(
     Min,
     "min",
-    |a, b| if a.is_nan() || a < b { a } else { b },
+    |a: f64, b: f64| if a.is_nan() || a < b { a } else { b },
     |a, b, _, u| if b < a { (0.0, u) } else { (u, 0.0) },
     |a, b, out, up, wanted| select(a, b, out, up, wanted, |a, b| b < a)
 );
@@ -270,7 +268,7 @@ fn select(
     out: &Tensor,
     up: Tensor,
     wanted: &[bool],
-    to_b: fn(f64, f64) -> bool,
+    to_b: impl Fn(f64, f64) -> bool + Copy,
 ) -> Pair {
     let shape = out.shape();
     if up.len() == 1 {
@@ -441,10 +439,10 @@ impl<'t> Var<'t> {
     }
 }
 
-/// Ops of one operand. `$forward` maps an element; `$backward(x, out, upstream)` gives
-/// the gradient.
+/// Ops of one operand. `$forward` maps an element; `$local(x, out, upstream)` is the
+/// gradient of one element and `$backward(x, out, upstream)` the same over a tensor.
 macro_rules! unary_op {
-    ($op:ident, $name:literal, $forward:expr, $backward:expr) => {
+    ($op:ident, $name:literal, $forward:expr, $local:expr, $backward:expr) => {
         struct $op;
         impl Op for $op {
             fn name(&self) -> &str {
@@ -452,6 +450,10 @@ macro_rules! unary_op {
             }
             fn forward(&self, x: &[&Tensor]) -> Result<Tensor, String> {
                 Ok(x[0].map($forward))
+            }
+            fn local(&self, [a, _]: [f64; 2], out: f64, up: f64) -> Option<[f64; 2]> {
+                let local: fn(f64, f64, f64) -> f64 = $local;
+                Some([local(a, out, up), 0.0])
             }
             fn backward(&self, x: &[&Tensor], out: &Tensor, up: Tensor, _: &[bool]) -> Grads {
                 let backward: fn(&Tensor, &Tensor, Tensor) -> Tensor = $backward;
@@ -462,13 +464,22 @@ macro_rules! unary_op {
 }
 
 // ---- neg: -a -------------------------------------------------------------------------
-unary_op!(Neg, "neg", |a| -a, |_, _, up| up.map_in_place(|u| -u));
+unary_op!(Neg, "neg", |a| -a, |_, _, u| -u, |_, _, up| up
+    .map_in_place(|u| -u));
 
 // ---- exp: d e^a = e^a ------------------------------------------------------------------
-unary_op!(Exp, "exp", f64::exp, |_, out, up| zip_grad(up, out, chain));
+unary_op!(
+    Exp,
+    "exp",
+    f64::exp,
+    |_, out, u| chain(u, out),
+    |_, out, up| zip_grad(up, out, chain)
+);
 
 // ---- ln: d ln a = 1 / a ----------------------------------------------------------------
-unary_op!(Ln, "ln", f64::ln, |a, _, up| zip_grad(up, a, chain_div));
+unary_op!(Ln, "ln", f64::ln, |a, _, u| chain_div(u, a), |a, _, up| {
+    zip_grad(up, a, chain_div)
+});
 
 impl<'t> ops::Neg for Var<'t> {
     type Output = Var<'t>;

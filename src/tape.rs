@@ -28,9 +28,9 @@ pub(crate) struct Node {
     pub(crate) value: Tensor,
     /// Whether some `Tape::var` leaf reaches this node (so a gradient must flow here).
     pub(crate) tracked: bool,
-    /// The gradient during a reverse sweep; `None` outside one. Kept in the node, not in
-    /// a side table, so a sweep allocates nothing per node.
-    grad: Option<Tensor>,
+    /// The gradient during a reverse sweep; `Grad::None` outside one. Kept in the node,
+    /// not in a side table, so a sweep allocates nothing per node.
+    grad: Grad,
 }
 
 pub(crate) enum Kind {
@@ -159,7 +159,7 @@ impl Tape {
             inputs,
             value,
             tracked,
-            grad: None,
+            grad: Grad::None,
         });
         Var {
             tape: self,
@@ -247,16 +247,34 @@ impl<'t> Var<'t> {
                 Location::caller()
             );
         }
-        nodes[root].grad = Some(seed);
+        nodes[root].grad = Grad::from(seed);
         for i in (0..=root).rev() {
             // Inputs were created before the node, so they all sit in `earlier`.
             let (earlier, rest) = nodes.split_at_mut(i);
             let node = &mut rest[0];
             let Kind::Op(op) = &node.kind else { continue };
-            let Some(upstream) = node.grad.take() else {
+            let upstream = std::mem::take(&mut node.grad);
+            let inputs = node.inputs.as_slice();
+            // A rank-0 node of rank-0 inputs: the op's rule on plain numbers.
+            if let (Grad::Scalar(u), Some(out)) = (&upstream, node.value.as_scalar()) {
+                let scalar = |j: usize| earlier[j].value.as_scalar();
+                let x = match *inputs {
+                    [a] => scalar(a).map(|a| [a, 0.0]),
+                    [a, b] => scalar(a).zip(scalar(b)).map(|(a, b)| [a, b]),
+                    _ => None,
+                };
+                if let Some(local) = x.and_then(|x| op.local(x, out, *u)) {
+                    for (&j, g) in inputs.iter().zip(local) {
+                        if earlier[j].tracked {
+                            earlier[j].grad.add_scalar(g);
+                        }
+                    }
+                    continue;
+                }
+            }
+            let Some(upstream) = upstream.into_tensor() else {
                 continue;
             };
-            let inputs = node.inputs.as_slice();
             let local = match *inputs {
                 [a] => {
                     let (a, wanted) = (&earlier[a], [earlier[a].tracked]);
@@ -273,19 +291,13 @@ impl<'t> Var<'t> {
                     op.backward(&values, &node.value, upstream, &wanted)
                 }
             };
-            local.each(|k, g| {
-                let slot = &mut earlier[inputs[k]].grad;
-                *slot = Some(match slot.take() {
-                    None => g,
-                    Some(acc) => accumulate(acc, g),
-                });
-            });
+            local.each(|k, g| earlier[inputs[k]].grad.add(g));
         }
         // Keep the leaves' gradients, at exactly their shapes; clear every other slot
         // (a custom backward that panicked mid-sweep may have left some behind).
         let mut leaves = Vec::new();
         for (i, node) in nodes.iter_mut().enumerate() {
-            let grad = node.grad.take();
+            let grad = std::mem::take(&mut node.grad).into_tensor();
             if let Kind::Var = node.kind {
                 let shape = node.value.shape();
                 let g = match grad {
@@ -322,11 +334,58 @@ fn with_values<R>(
     }
 }
 
+/// A node's gradient during the sweep. One that is the same for every element is a
+/// plain number (it broadcasts like a rank-0 tensor), which keeps rank-0 graphs free of
+/// tensor moves.
+#[derive(Default)]
+enum Grad {
+    #[default]
+    None,
+    Scalar(f64),
+    Full(Tensor),
+}
+
+impl Grad {
+    fn from(g: Tensor) -> Grad {
+        match g.as_scalar() {
+            Some(x) => Grad::Scalar(x),
+            None => Grad::Full(g),
+        }
+    }
+
+    fn into_tensor(self) -> Option<Tensor> {
+        match self {
+            Grad::None => None,
+            Grad::Scalar(x) => Some(Tensor::scalar(x)),
+            Grad::Full(t) => Some(t),
+        }
+    }
+
+    /// Add one more contribution.
+    fn add(&mut self, g: Tensor) {
+        match g.as_scalar() {
+            Some(x) => self.add_scalar(x),
+            None => {
+                *self = Grad::Full(match std::mem::take(self).into_tensor() {
+                    None => g,
+                    Some(acc) => accumulate(acc, g),
+                })
+            }
+        }
+    }
+
+    /// Add a contribution that is the same for every element.
+    fn add_scalar(&mut self, g: f64) {
+        *self = match std::mem::take(self) {
+            Grad::None => Grad::Scalar(g),
+            Grad::Scalar(x) => Grad::Scalar(x + g),
+            Grad::Full(acc) => Grad::Full(accumulate(acc, Tensor::scalar(g))),
+        };
+    }
+}
+
 /// Sum of two gradient contributions for one node (both broadcast to its shape).
 fn accumulate(acc: Tensor, g: Tensor) -> Tensor {
-    if let (Some(x), Some(y)) = (acc.as_scalar(), g.as_scalar()) {
-        return Tensor::scalar(x + y);
-    }
     let shape = broadcast_shapes(acc.shape(), g.shape()).expect("gradient shapes broadcast");
     if acc.shape() == &shape[..] {
         zip_into(acc, &g, &shape, |x, y| x + y)

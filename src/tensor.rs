@@ -67,11 +67,18 @@ fn recycle(v: Vec<f64>) {
         return;
     }
     let _ = POOL.try_with(|pool| {
-        if let Ok(mut pool) = pool.try_borrow_mut() {
-            let held: usize = pool.iter().map(|b| b.capacity() * 8).sum();
-            if pool.len() < POOL_SLOTS && held + v.capacity() * 8 <= POOL_BYTES {
-                pool.push(v);
-            }
+        let Ok(mut pool) = pool.try_borrow_mut() else {
+            return;
+        };
+        pool.push(v);
+        // Over a limit, drop the smallest buffers: a workload that grows (N = 10^5,
+        // then 10^6) keeps the buffers it needs now, not those of the last size.
+        let bytes = |pool: &Vec<Vec<f64>>| pool.iter().map(|b| b.capacity() * 8).sum::<usize>();
+        while pool.len() > POOL_SLOTS || bytes(&pool) > POOL_BYTES {
+            let smallest = (0..pool.len())
+                .min_by_key(|&i| pool[i].capacity())
+                .expect("pool is not empty");
+            pool.swap_remove(smallest);
         }
     });
 }
