@@ -387,6 +387,9 @@ impl Probe {
 
 /// Check the tape's gradient of `f` at `at` against central finite differences, with
 /// [`Tolerance::finite_differences`]. See [`gradcheck_with`].
+///
+/// # Panics
+/// If `f` returns a var with more than one element.
 pub fn gradcheck(f: impl for<'t> Fn(&'t Tape, Var<'t>) -> Var<'t>, at: &Tensor) -> GradCheck {
     gradcheck_with(f, at, Tolerance::finite_differences())
 }

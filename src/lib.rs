@@ -51,3 +51,8 @@ mod tensor;
 pub use ops::{Operands, max, min};
 pub use tape::{Gradients, Tape, Var};
 pub use tensor::{Error, Shape, Tensor, pairwise_sum};
+
+/// The README's Rust examples run as doctests, so the tour cannot drift from the API.
+#[cfg(doctest)]
+#[doc = include_str!("../README.md")]
+struct ReadmeDoctests;

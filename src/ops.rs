@@ -117,6 +117,9 @@ fn broadcast_or_err(name: &str, a: &Tensor, b: &Tensor) -> Result<Shape, String>
 /// Either operand of a binary op: a `Var` or an `f64` (which becomes a constant).
 pub trait Operands<'t> {
     /// Both operands as vars on one tape.
+    ///
+    /// # Panics
+    /// If an `f64` must become a constant while a [`Var::value`] guard is alive.
     #[track_caller]
     fn vars(self) -> (Var<'t>, Var<'t>);
 }
@@ -290,6 +293,11 @@ fn select(
 
 macro_rules! operators {
     ($trait:ident, $method:ident, $op:ident) => {
+        /// Elementwise, broadcast like numpy.
+        ///
+        /// # Panics
+        /// If the shapes do not broadcast, the vars belong to different tapes, or a
+        /// [`Var::value`] guard of this tape is alive.
         impl<'t> ops::$trait<Var<'t>> for Var<'t> {
             type Output = Var<'t>;
             #[track_caller]
@@ -297,6 +305,10 @@ macro_rules! operators {
                 self.binary(Box::new($op), rhs)
             }
         }
+        /// Elementwise with a constant (recorded as a rank-0 constant node).
+        ///
+        /// # Panics
+        /// If a [`Var::value`] guard of this tape is alive.
         impl<'t> ops::$trait<f64> for Var<'t> {
             type Output = Var<'t>;
             #[track_caller]
@@ -305,6 +317,10 @@ macro_rules! operators {
                 a.binary(Box::new($op), b)
             }
         }
+        /// Elementwise with a constant (recorded as a rank-0 constant node).
+        ///
+        /// # Panics
+        /// If a [`Var::value`] guard of this tape is alive.
         impl<'t> ops::$trait<Var<'t>> for f64 {
             type Output = Var<'t>;
             #[track_caller]
@@ -387,13 +403,20 @@ impl<'t> Var<'t> {
         min(self, other)
     }
 
-    /// Sum of all elements (pairwise, as accurate as `np.sum`), shape `[]`.
+    /// Sum of all elements (pairwise, as accurate as `np.sum`), shape `[]`; 0 for an
+    /// empty var.
+    ///
+    /// # Panics
+    /// If a [`Var::value`] guard of this tape is still alive (as every op).
     #[track_caller]
     pub fn sum(self) -> Var<'t> {
         self.unary(Box::new(Sum))
     }
 
     /// Mean of all elements, shape `[]` (NaN for an empty var, like numpy).
+    ///
+    /// # Panics
+    /// If a [`Var::value`] guard of this tape is still alive (as every op).
     #[track_caller]
     pub fn mean(self) -> Var<'t> {
         self.unary(Box::new(Mean))
@@ -402,7 +425,7 @@ impl<'t> Var<'t> {
     /// Sum over `axis`, which is dropped from the shape (like `np.sum(x, axis)`).
     ///
     /// # Panics
-    /// If `axis` is not below the var's rank.
+    /// If `axis` is not below the var's rank (the message names the axis and the shape).
     #[track_caller]
     pub fn sum_axis(self, axis: usize) -> Var<'t> {
         self.unary(Box::new(SumAxis(axis)))
@@ -420,19 +443,26 @@ impl<'t> Var<'t> {
     /// Matrix product of two 2-d vars: `[m, k] x [k, n] -> [m, n]`.
     ///
     /// # Panics
-    /// If either is not 2-d or the inner dimensions differ.
+    /// If either is not 2-d, the inner dimensions differ, or the vars belong to
+    /// different tapes.
     #[track_caller]
     pub fn matmul(self, other: Var<'t>) -> Var<'t> {
         self.binary(Box::new(MatMul), other)
     }
 
     /// Elementwise `e^x`.
+    ///
+    /// # Panics
+    /// If a [`Var::value`] guard of this tape is still alive (as every op).
     #[track_caller]
     pub fn exp(self) -> Var<'t> {
         self.unary(Box::new(Exp))
     }
 
     /// Elementwise natural logarithm (IEEE: `ln(0) = -inf`, `ln(-1) = NaN`).
+    ///
+    /// # Panics
+    /// If a [`Var::value`] guard of this tape is still alive (as every op).
     #[track_caller]
     pub fn ln(self) -> Var<'t> {
         self.unary(Box::new(Ln))
@@ -481,6 +511,10 @@ unary_op!(Ln, "ln", f64::ln, |a, _, u| chain_div(u, a), |a, _, up| {
     zip_grad(up, a, chain_div)
 });
 
+/// Elementwise negation.
+///
+/// # Panics
+/// If a [`Var::value`] guard of this tape is alive.
 impl<'t> ops::Neg for Var<'t> {
     type Output = Var<'t>;
     #[track_caller]

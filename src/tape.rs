@@ -90,12 +90,18 @@ impl Tape {
     }
 
     /// A leaf whose gradient [`Var::backward`] computes.
+    ///
+    /// # Panics
+    /// If a [`Var::value`] guard of this tape is still alive.
     #[track_caller]
     pub fn var(&self, value: Tensor) -> Var<'_> {
         self.push_node(Kind::Var, SmallVec::new(), value, true)
     }
 
     /// A leaf that is not differentiated (data, labels, fixed parameters).
+    ///
+    /// # Panics
+    /// If a [`Var::value`] guard of this tape is still alive.
     #[track_caller]
     pub fn constant(&self, value: Tensor) -> Var<'_> {
         self.push_node(Kind::Constant, SmallVec::new(), value, false)

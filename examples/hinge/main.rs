@@ -18,10 +18,10 @@ mod attempts;
 use attempts::{Rng, tie_batch, ties};
 use std::process::exit;
 use std::time::Instant;
-use tapegrad::Tape;
 use tapegrad::Tensor;
-use tapegrad::check::{Comparison, Tolerance, compare, directional};
+use tapegrad::check::{Comparison, Tolerance, compare, directional, gradcheck};
 use tapegrad::losses::{hinge, hinge_grad_closed_form};
+use tapegrad::{Tape, Var};
 
 const USAGE: &str = "usage: hinge [--n N] [--dot PATH] [--attempts]
   (no flag)     the hinge loss on 16 elements with 6 exact ties: gradients side by side
@@ -228,7 +228,55 @@ fn judge_attempts() -> bool {
     } else {
         println!("\nsome attempt did not behave as expected");
     }
-    all_as_expected
+
+    // The same question without the tape's answer: the manual gradient as the backward
+    // of a custom op, checked against finite differences (kinks accepted between the
+    // one-sided slopes).
+    println!("\nthe answer and the flipped sign as a custom op's backward, vs finite differences:");
+    let mut fd_as_expected = true;
+    for (name, manual, should_pass) in [
+        (
+            "answer",
+            attempts::answer as fn(&Tensor, &Tensor) -> Tensor,
+            true,
+        ),
+        ("flipped sign", attempts::flipped_sign, false),
+    ] {
+        let report = gradcheck(|tape, p| manual_hinge(tape, p, &target, manual), &pred);
+        println!("{name}: {report}");
+        fd_as_expected &= report.passed() == should_pass;
+    }
+    all_as_expected && fd_as_expected
+}
+
+/// The hinge loss as one custom op whose backward is a hand-written gradient.
+fn manual_hinge<'t>(
+    tape: &'t Tape,
+    p: Var<'t>,
+    target: &Tensor,
+    manual: fn(&Tensor, &Tensor) -> Tensor,
+) -> Var<'t> {
+    let t = tape.constant(target.clone());
+    tape.custom(
+        "hinge_by_hand",
+        &[p, t],
+        |x| {
+            let scratch = Tape::new();
+            let loss = hinge(
+                scratch.constant(x[0].clone()),
+                scratch.constant(x[1].clone()),
+            );
+            Tensor::scalar(loss.value().item())
+        },
+        move |x, _out, upstream| {
+            let g = manual(x[0], x[1]);
+            let scaled = g.data().iter().map(|v| v * upstream.item()).collect();
+            vec![
+                Tensor::new(scaled, x[0].shape()).expect("same shape as pred"),
+                Tensor::zeros(x[1].shape()),
+            ]
+        },
+    )
 }
 
 /// `[i] got g, want w (a tie)`, or why nothing was compared.
