@@ -190,8 +190,11 @@ fn main() {
         return;
     }
     if std::env::args().any(|a| a == "--chain-only") {
-        // For profilers: one scalar chain, nothing else.
-        println!("{}", scalar_chain(&mut Tape::new(), 1_000_000));
+        // For profilers: scalar chains on one cleared tape, nothing else.
+        let mut tape = Tape::new();
+        for _ in 0..5 {
+            black_box(scalar_chain(&mut tape, 1_000_000));
+        }
         return;
     }
     let sizes: &[usize] = if quick {

@@ -119,29 +119,38 @@ impl Tape {
                 );
             }
         }
-        let (value, tracked) = {
-            let Ok(nodes) = self.nodes.try_borrow() else {
-                panic!(
-                    "tapegrad: {}: the tape is being modified (at {})",
-                    op.name(),
-                    Location::caller()
-                );
-            };
-            let result = with_values(&nodes, inputs.iter().map(|v| v.index), |values| {
-                op.forward(values)
-            });
-            let value = match result {
-                Ok(value) => value,
-                Err(message) => panic!("tapegrad: {message} (at {})", Location::caller()),
-            };
-            (value, inputs.iter().any(|v| nodes[v.index].tracked))
+        let Ok(mut nodes) = self.nodes.try_borrow_mut() else {
+            panic!(
+                "tapegrad: {}: the tape is borrowed by a live `value()` guard; drop it \
+                 (or clone the tensor) before adding ops (at {})",
+                op.name(),
+                Location::caller()
+            );
         };
+        let result = with_values(&nodes, inputs.iter().map(|v| v.index), |values| {
+            op.forward(values)
+        });
+        let value = match result {
+            Ok(value) => value,
+            Err(message) => panic!("tapegrad: {message} (at {})", Location::caller()),
+        };
+        let tracked = inputs.iter().any(|v| nodes[v.index].tracked);
         let inputs = match inputs {
             [a] => SmallVec::from_buf_and_len([a.index, 0], 1),
             [a, b] => SmallVec::from_buf([a.index, b.index]),
             _ => inputs.iter().map(|v| v.index).collect(),
         };
-        self.push_node(Kind::Op(op), inputs, value, tracked)
+        nodes.push(Node {
+            kind: Kind::Op(op),
+            inputs,
+            value,
+            tracked,
+            grad: Grad::None,
+        });
+        Var {
+            tape: self,
+            index: nodes.len() - 1,
+        }
     }
 
     #[track_caller]
