@@ -25,8 +25,10 @@
 //! example exits with status 1 unless the averaged model reaches accuracy >= 0.98 and an
 //! objective within 1% of that optimum.
 
+mod common;
+
+use common::{Progress, Schedule, axpy, load_csv, parse_epochs, print_result, toward};
 use std::process::exit;
-use std::time::Instant;
 use tapegrad::check::{Tolerance, compare};
 use tapegrad::losses::hinge;
 use tapegrad::{Tape, Tensor, Var};
@@ -48,7 +50,7 @@ struct Data {
 }
 
 fn main() {
-    let epochs = parse_epochs().unwrap_or_else(|message| {
+    let epochs = parse_epochs(DEFAULT_EPOCHS).unwrap_or_else(|message| {
         eprintln!("linear_svm: {message}\nusage: linear_svm [--epochs N]");
         exit(2);
     });
@@ -69,16 +71,13 @@ fn main() {
     ok &= gradient_check("w = 0, b = 1", &data, &w, &Tensor::scalar(1.0));
 
     // Weighted average of the iterates, weight t for iterate t.
-    let (mut w_avg, mut b_avg, mut weight) = (w.clone(), 0.0, 0.0);
+    let (mut w_avg, mut b_avg) = (w.clone(), 0.0);
+    let mut schedule = Schedule::new(LAMBDA);
     let mut tape = Tape::new();
-    let start = Instant::now();
-    println!(
-        "\n{:>6}  {:>10}  {:>12}  {:>10}  {:>9}",
-        "epoch", "step", "J(iterate)", "J(average)", "accuracy"
-    );
+    let progress = Progress::start(epochs);
     for t in 1..=epochs {
         tape.clear();
-        let step = 2.0 / (LAMBDA * (t as f64 + 1.0));
+        let step = schedule.step(t);
         let (objective, gw, gb) = {
             let (wv, bv, loss) = build(&tape, &data, &w, &b);
             let objective = loss.value().item();
@@ -88,34 +87,28 @@ fn main() {
         w = axpy(-step, &gw, &w);
         b = Tensor::scalar(b.item() - step * gb);
 
-        weight += t as f64;
-        let share = t as f64 / weight;
-        w_avg = axpy(share, &axpy(-1.0, &w_avg, &w), &w_avg);
+        let share = schedule.share(t);
+        w_avg = toward(&w_avg, &w, share);
         b_avg += share * (b.item() - b_avg);
 
-        if t == 1 || t % (epochs / 10).max(1) == 0 {
+        if progress.due(t) {
             let b_avg = Tensor::scalar(b_avg);
-            println!(
-                "{t:>6}  {step:>10.3e}  {objective:>12.6}  {:>10.6}  {:>9.4}",
+            progress.line(
+                t,
+                step,
+                objective,
                 evaluate(&data, &w_avg, &b_avg),
-                accuracy(&data, &w_avg, &b_avg)
+                accuracy(&data, &w_avg, &b_avg),
             );
         }
     }
-    let elapsed = start.elapsed();
+    progress.finish();
     let b_avg = Tensor::scalar(b_avg);
-    println!(
-        "\ntrained {epochs} epochs in {:.3} s ({:.1} us per epoch: build, backward, update)",
-        elapsed.as_secs_f64(),
-        elapsed.as_secs_f64() * 1e6 / epochs as f64
-    );
     ok &= gradient_check("the averaged model", &data, &w_avg, &b_avg);
 
     let acc = accuracy(&data, &w_avg, &b_avg);
     let objective = evaluate(&data, &w_avg, &b_avg);
-    let gap = (objective - OPTIMUM) / OPTIMUM * 100.0;
-    println!("\ntrain accuracy: {acc:.4}");
-    println!("objective: {objective:.6} (optimum {OPTIMUM:.6}, gap {gap:+.3}%)");
+    let gap = print_result(acc, objective, OPTIMUM);
     if acc < 0.98 {
         println!("FAIL: train accuracy below 0.98");
         ok = false;
@@ -216,90 +209,19 @@ fn gradient_check(when: &str, data: &Data, w: &Tensor, b: &Tensor) -> bool {
     rw.passed() && rb.passed()
 }
 
-/// `a * x + y`, elementwise.
-fn axpy(a: f64, x: &Tensor, y: &Tensor) -> Tensor {
-    let data = x.data().iter().zip(y.data()).map(|(x, y)| a * x + y);
-    Tensor::new(data.collect(), y.shape()).expect("same shape")
-}
-
-fn parse_epochs() -> Result<usize, String> {
-    let mut epochs = DEFAULT_EPOCHS;
-    let mut args = std::env::args().skip(1);
-    while let Some(arg) = args.next() {
-        match arg.as_str() {
-            "--epochs" => {
-                let value = args.next().ok_or("--epochs needs a number")?;
-                epochs = value
-                    .parse()
-                    .ok()
-                    .filter(|&n| n > 0)
-                    .ok_or(format!("--epochs: not a positive count: {value:?}"))?;
-            }
-            other => return Err(format!("unknown argument {other:?}")),
-        }
-    }
-    Ok(epochs)
-}
-
-/// Read the CSV (header `rows,features,class names...`, then `features..., class`),
-/// standardize every feature to mean 0 and population standard deviation 1, and map
-/// class 1 (benign) to +1 and class 0 (malignant) to -1.
+/// The CSV through [`load_csv`], with class 1 (benign) mapped to +1 and class 0
+/// (malignant) to -1.
 fn load(path: &str) -> Result<Data, String> {
-    let text = std::fs::read_to_string(path).map_err(|e| e.to_string())?;
-    let mut lines = text.lines();
-    let header: Vec<&str> = lines.next().ok_or("empty file")?.split(',').collect();
-    let number = |s: &str| {
-        s.trim()
-            .parse::<usize>()
-            .map_err(|_| format!("bad header {s:?}"))
-    };
-    let (rows, features) = (
-        number(header[0])?,
-        number(header.get(1).ok_or("short header")?)?,
-    );
-    let mut x = Vec::with_capacity(rows * features);
-    let mut y = Vec::with_capacity(rows);
-    for (k, line) in lines.filter(|l| !l.trim().is_empty()).enumerate() {
-        let values: Vec<f64> = line
-            .split(',')
-            .map(|v| v.trim().parse::<f64>())
-            .collect::<Result<_, _>>()
-            .map_err(|e| format!("row {}: {e}", k + 1))?;
-        if values.len() != features + 1 {
-            return Err(format!(
-                "row {}: {} values, want {}",
-                k + 1,
-                values.len(),
-                features + 1
-            ));
-        }
-        x.extend_from_slice(&values[..features]);
-        y.push(if values[features] == 1.0 { 1.0 } else { -1.0 });
-    }
-    if y.len() != rows {
-        return Err(format!("{} rows, the header says {rows}", y.len()));
-    }
-    standardize(&mut x, features);
+    let (csv, _names) = load_csv(path)?;
+    let y: Vec<f64> = csv
+        .labels
+        .iter()
+        .map(|&c| if c == 1.0 { 1.0 } else { -1.0 })
+        .collect();
     Ok(Data {
-        x: Tensor::new(x, &[rows, features]).map_err(|e| e.to_string())?,
+        x: Tensor::new(csv.x, &[csv.rows, csv.features]).map_err(|e| e.to_string())?,
         y: Tensor::from(y),
-        rows,
-        features,
+        rows: csv.rows,
+        features: csv.features,
     })
-}
-
-/// Per column: subtract the mean, divide by the population (ddof = 0) standard deviation.
-fn standardize(x: &mut [f64], features: usize) {
-    let rows = x.len() / features;
-    for j in 0..features {
-        let mean = (0..rows).map(|i| x[i * features + j]).sum::<f64>() / rows as f64;
-        let var = (0..rows)
-            .map(|i| (x[i * features + j] - mean).powi(2))
-            .sum::<f64>()
-            / rows as f64;
-        let std = if var > 0.0 { var.sqrt() } else { 1.0 };
-        for i in 0..rows {
-            x[i * features + j] = (x[i * features + j] - mean) / std;
-        }
-    }
 }

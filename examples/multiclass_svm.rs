@@ -25,8 +25,10 @@
 //! computed outside the project. Exits with status 1 unless the averaged model reaches
 //! accuracy >= 0.95 (and both gradient checks pass).
 
+mod common;
+
+use common::{Progress, Schedule, axpy, load_csv, parse_epochs, print_result, toward};
 use std::process::exit;
-use std::time::Instant;
 use tapegrad::check::{Tolerance, compare};
 use tapegrad::{Tape, Tensor, Var, max};
 
@@ -48,7 +50,7 @@ struct Data {
 }
 
 fn main() {
-    let epochs = parse_epochs().unwrap_or_else(|message| {
+    let epochs = parse_epochs(DEFAULT_EPOCHS).unwrap_or_else(|message| {
         eprintln!("multiclass_svm: {message}\nusage: multiclass_svm [--epochs N]");
         exit(2);
     });
@@ -78,16 +80,13 @@ fn main() {
     let at_ties = Tensor::new(at_ties, &[data.cols, data.classes]).expect("5 x 3");
     ok &= gradient_check("W = 0 with biases (0, -1, -1)", &data, &at_ties);
 
-    let (mut w_avg, mut weight) = (w.clone(), 0.0);
+    let mut w_avg = w.clone();
+    let mut schedule = Schedule::new(LAMBDA);
     let mut tape = Tape::new();
-    let start = Instant::now();
-    println!(
-        "\n{:>6}  {:>10}  {:>12}  {:>10}  {:>9}",
-        "epoch", "step", "J(iterate)", "J(average)", "accuracy"
-    );
+    let progress = Progress::start(epochs);
     for t in 1..=epochs {
         tape.clear();
-        let step = 2.0 / (LAMBDA * (t as f64 + 1.0));
+        let step = schedule.step(t);
         let (objective, gw) = {
             let (wv, loss) = build(&tape, &data, &w);
             let objective = loss.value().item();
@@ -95,30 +94,24 @@ fn main() {
             (objective, grads.wrt(wv).clone())
         };
         w = axpy(-step, &gw, &w);
-        weight += t as f64;
-        w_avg = axpy(t as f64 / weight, &axpy(-1.0, &w_avg, &w), &w_avg);
+        w_avg = toward(&w_avg, &w, schedule.share(t));
 
-        if t == 1 || t % (epochs / 10).max(1) == 0 {
-            println!(
-                "{t:>6}  {step:>10.3e}  {objective:>12.6}  {:>10.6}  {:>9.4}",
+        if progress.due(t) {
+            progress.line(
+                t,
+                step,
+                objective,
                 evaluate(&data, &w_avg),
-                accuracy(&data, &w_avg)
+                accuracy(&data, &w_avg),
             );
         }
     }
-    let elapsed = start.elapsed();
-    println!(
-        "\ntrained {epochs} epochs in {:.3} s ({:.1} us per epoch: build, backward, update)",
-        elapsed.as_secs_f64(),
-        elapsed.as_secs_f64() * 1e6 / epochs as f64
-    );
+    progress.finish();
     ok &= gradient_check("the averaged model", &data, &w_avg);
 
     let acc = accuracy(&data, &w_avg);
     let objective = evaluate(&data, &w_avg);
-    let gap = (objective - OPTIMUM) / OPTIMUM * 100.0;
-    println!("\ntrain accuracy: {acc:.4}");
-    println!("objective: {objective:.6} (optimum {OPTIMUM:.6}, gap {gap:+.3}%)");
+    print_result(acc, objective, OPTIMUM);
     if acc < 0.95 {
         println!("FAIL: train accuracy below 0.95");
         ok = false;
@@ -234,12 +227,6 @@ fn gradient_check(when: &str, data: &Data, w: &Tensor) -> bool {
     report.passed()
 }
 
-/// `a * x + y`, elementwise.
-fn axpy(a: f64, x: &Tensor, y: &Tensor) -> Tensor {
-    let data = x.data().iter().zip(y.data()).map(|(x, y)| a * x + y);
-    Tensor::new(data.collect(), y.shape()).expect("same shape")
-}
-
 /// SplitMix64, as a uniform number in [0, 1).
 fn uniform(state: &mut u64) -> f64 {
     *state = state.wrapping_add(0x9E37_79B9_7F4A_7C15);
@@ -249,73 +236,29 @@ fn uniform(state: &mut u64) -> f64 {
     ((z ^ (z >> 31)) >> 11) as f64 / (1u64 << 53) as f64
 }
 
-fn parse_epochs() -> Result<usize, String> {
-    let mut epochs = DEFAULT_EPOCHS;
-    let mut args = std::env::args().skip(1);
-    while let Some(arg) = args.next() {
-        match arg.as_str() {
-            "--epochs" => {
-                let value = args.next().ok_or("--epochs needs a number")?;
-                epochs = value
-                    .parse()
-                    .ok()
-                    .filter(|&n| n > 0)
-                    .ok_or(format!("--epochs: not a positive count: {value:?}"))?;
-            }
-            other => return Err(format!("unknown argument {other:?}")),
-        }
-    }
-    Ok(epochs)
-}
-
-/// Read the CSV (header `rows,features,class names...`, then `features..., class`),
-/// standardize every feature (mean 0, population standard deviation 1), append a column
-/// of ones, and one-hot encode the classes.
+/// The CSV through [`load_csv`], with a column of ones appended and the classes checked
+/// against the header's names and one-hot encoded.
 fn load(path: &str) -> Result<Data, String> {
-    let text = std::fs::read_to_string(path).map_err(|e| e.to_string())?;
-    let mut lines = text.lines();
-    let header: Vec<&str> = lines.next().ok_or("empty file")?.split(',').collect();
-    if header.len() < 3 {
-        return Err(format!("short header {header:?}"));
+    let (csv, names) = load_csv(path)?;
+    if names.is_empty() {
+        return Err("short header: no class names".to_string());
     }
-    let number = |s: &str| {
-        s.trim()
-            .parse::<usize>()
-            .map_err(|_| format!("bad header field {s:?}"))
-    };
-    let (rows, features) = (number(header[0])?, number(header[1])?);
-    let names: Vec<String> = header[2..].iter().map(|s| s.trim().to_string()).collect();
     let classes = names.len();
-    let mut x = Vec::with_capacity(rows * features);
-    let mut class = Vec::with_capacity(rows);
-    for (k, line) in lines.filter(|l| !l.trim().is_empty()).enumerate() {
-        let values: Vec<f64> = line
-            .split(',')
-            .map(|v| v.trim().parse::<f64>())
-            .collect::<Result<_, _>>()
-            .map_err(|e| format!("row {}: {e}", k + 1))?;
-        if values.len() != features + 1 {
-            return Err(format!(
-                "row {}: {} values, want {}",
-                k + 1,
-                values.len(),
-                features + 1
-            ));
-        }
-        let c = values[features];
-        if c < 0.0 || c.fract() != 0.0 || c as usize >= classes {
-            return Err(format!("row {}: bad class {c}", k + 1));
-        }
-        x.extend_from_slice(&values[..features]);
-        class.push(c as usize);
-    }
-    if class.len() != rows {
-        return Err(format!("{} rows, the header says {rows}", class.len()));
-    }
-    standardize(&mut x, features);
-    let cols = features + 1;
-    let with_ones: Vec<f64> = x
-        .chunks_exact(features)
+    let class = csv
+        .labels
+        .iter()
+        .enumerate()
+        .map(|(k, &c)| {
+            if c < 0.0 || c.fract() != 0.0 || c as usize >= classes {
+                return Err(format!("row {}: bad class {c}", k + 1));
+            }
+            Ok(c as usize)
+        })
+        .collect::<Result<Vec<usize>, String>>()?;
+    let (rows, cols) = (csv.rows, csv.features + 1);
+    let with_ones: Vec<f64> = csv
+        .x
+        .chunks_exact(csv.features)
         .flat_map(|row| row.iter().copied().chain([1.0]))
         .collect();
     let onehot: Vec<f64> = class
@@ -331,20 +274,4 @@ fn load(path: &str) -> Result<Data, String> {
         classes,
         names,
     })
-}
-
-/// Per column: subtract the mean, divide by the population (ddof = 0) standard deviation.
-fn standardize(x: &mut [f64], features: usize) {
-    let rows = x.len() / features;
-    for j in 0..features {
-        let mean = (0..rows).map(|i| x[i * features + j]).sum::<f64>() / rows as f64;
-        let var = (0..rows)
-            .map(|i| (x[i * features + j] - mean).powi(2))
-            .sum::<f64>()
-            / rows as f64;
-        let std = if var > 0.0 { var.sqrt() } else { 1.0 };
-        for i in 0..rows {
-            x[i * features + j] = (x[i * features + j] - mean) / std;
-        }
-    }
 }
