@@ -330,39 +330,57 @@ pub struct GradCheck {
     worst: Vec<Element>,
 }
 
-/// One finite-difference probe: the function at `x - h`, `x`, `x + h` along some
+/// One finite-difference probe: the function at `x + k h` (k = -2..=2) along some
 /// direction, and the tape's directional derivative there.
 struct Probe {
     tape: f64,
-    minus: f64,
-    zero: f64,
-    plus: f64,
+    /// `f(x - 2h), f(x - h), f(x), f(x + h), f(x + 2h)`.
+    f: [f64; 5],
     h: f64,
 }
 
 impl Probe {
-    /// How far this probe is outside its tolerance (≤ 1: passes), and whether it sits at
-    /// a kink.
+    /// Evaluate `at(k)` = `f(x + k h)` for k = ±1, ±2 around the known `f(x)`.
+    fn new(tape: f64, zero: f64, h: f64, mut at: impl FnMut(f64) -> f64) -> Probe {
+        Probe {
+            tape,
+            f: [at(-2.0), at(-1.0), zero, at(1.0), at(2.0)],
+            h,
+        }
+    }
+
+    /// How far this probe is outside its tolerance (≤ 1: passes), whether it sits at a
+    /// kink, and the central difference.
     ///
-    /// - `central = (f(x+h) - f(x-h)) / 2h` is compared with the tape within `tol`,
-    ///   widened by the rounding noise of the differences (`4 eps |f| / h`).
-    /// - Where the one-sided slopes `(f(x+h) - f(x)) / h` and `(f(x) - f(x-h)) / h`
-    ///   disagree beyond that, there is a corner between `x - h` and `x + h`: the tape
-    ///   passes if its value lies between the two one-sided slopes (a valid subgradient).
-    ///   The element counts as a kink when the slopes differ by more than 0.1%: more
-    ///   than curvature explains at this step.
+    /// - The central difference `(8 (f(x+h) - f(x-h)) - (f(x+2h) - f(x-2h))) / 12h` is
+    ///   compared with the tape within `tol`, widened by the rounding noise of the
+    ///   differences (`8 eps |f| / h`).
+    /// - The one-sided slopes are taken to second order,
+    ///   `(4 f(x+h) - f(x+2h) - 3 f(x)) / 2h` and its mirror, so that on a smooth
+    ///   function they agree to `O(h^2)` however curved it is. Where they disagree
+    ///   beyond the tolerance there is a corner near `x`: the tape passes if its value
+    ///   lies between the one-sided slopes (a valid subgradient), and the element counts
+    ///   as a kink when they differ by more than 0.1%.
     fn judge(&self, tol: Tolerance) -> (f64, bool, f64) {
-        let right = (self.plus - self.zero) / self.h;
-        let left = (self.zero - self.minus) / self.h;
-        let central = (self.plus - self.minus) / (2.0 * self.h);
+        let [m2, m1, f0, p1, p2] = self.f;
+        let h = self.h;
+        // Fourth-order central difference: truncation O(h^4), so even ln near 0.001
+        // keeps to 1e-9 relative with this step.
+        let central = (8.0 * (p1 - m1) - (p2 - m2)) / (12.0 * h);
+        let (right1, left1) = ((p1 - f0) / h, (f0 - m1) / h);
+        let right = (4.0 * p1 - p2 - 3.0 * f0) / (2.0 * h);
+        let left = (3.0 * f0 - 4.0 * m1 + m2) / (2.0 * h);
         let magnitude = right.abs().max(left.abs()).max(self.tape.abs());
-        let noise = 4.0 * f64::EPSILON * self.zero.abs().max(self.plus.abs()).max(self.minus.abs())
-            / self.h;
+        let largest = self.f.iter().fold(0.0f64, |m, v| m.max(v.abs()));
+        let noise = 8.0 * f64::EPSILON * largest / h;
         let slack = tol.abs + tol.rel * magnitude + noise;
         let spread = (right - left).abs();
         let kink = spread > slack && spread > 1e-3 * right.abs().max(left.abs());
         let off_central = abs_error(self.tape, central);
-        let (lo, hi) = (left.min(right) - slack, left.max(right) + slack);
+        // Near a corner the first-order slopes are valid bounds too (a corner between
+        // x + h and x + 2h spoils the second-order ones).
+        let lo = left.min(right).min(left1).min(right1) - slack;
+        let hi = left.max(right).max(left1).max(right1) + slack;
         let passes = off_central <= slack || (spread > slack && (lo..=hi).contains(&self.tape));
         let excess = if passes {
             (off_central / slack).min(1.0)
@@ -396,18 +414,23 @@ pub fn gradcheck(f: impl for<'t> Fn(&'t Tape, Var<'t>) -> Var<'t>, at: &Tensor) 
 
 /// Check the tape's gradient of `f` at `at` against finite differences, element by
 /// element. `f` builds a one-element var from a var holding `at`; it is called once for
-/// the gradient and twice per element.
+/// the gradient and four times per element (at `x_i ± h` and `x_i ± 2h`).
 ///
 /// The step for element `i` is `h = cbrt(eps) * max(1, |x_i|)` (about `6e-6` for
-/// `|x_i| <= 1`): it balances the central difference's `O(h^2)` truncation error
-/// against its `O(eps / h)` rounding error, and scales with the element so large
-/// values still move. The step is rounded so that `x_i + h` is exact.
+/// `|x_i| <= 1`): the rounding error of a difference grows like `eps / h` and its
+/// truncation error shrinks like `h^4`, and this step keeps both near `1e-10`
+/// relative for ordinary functions; it scales with the element so large values still
+/// move. The step is rounded so that `x_i + h` is exact.
 ///
-/// Kinks: where the one-sided differences disagree, `f` has a corner near `x_i`, and
-/// any value between the two one-sided slopes is a valid (sub)gradient: the element
-/// passes if the tape's value lies there. So `gradcheck` never fails the hinge loss at
-/// `pred * target == 1`, but it does fail a gradient outside the two slopes there.
-/// Such elements are counted by [`GradCheck::kinks`].
+/// The tape's value is compared with the fourth-order central difference
+/// `(8 (f(x+h) - f(x-h)) - (f(x+2h) - f(x-2h))) / 12h` (truncation error `O(h^4)`).
+/// Kinks: the one-sided slopes are taken to second order (from `f(x)`, `f(x ± h)` and
+/// `f(x ± 2h)`), so on a smooth function they agree to `O(h^2)` however curved it is.
+/// Where they disagree, `f` has a corner near `x_i`, and any value between the two
+/// one-sided slopes is a valid (sub)gradient: the element passes if the tape's value
+/// lies there. So `gradcheck` never fails the hinge loss at `pred * target == 1`, but it
+/// does fail a gradient outside the two slopes there. Such elements are counted by
+/// [`GradCheck::kinks`].
 ///
 /// ```
 /// use tapegrad::check::gradcheck;
@@ -433,33 +456,29 @@ pub fn gradcheck_with(
     let probes = (0..x.len()).map(|i| {
         let xi = x[i];
         let h = (xi + STEP * xi.abs().max(1.0)) - xi;
-        x[i] = xi + h;
-        let plus = eval(&f, &x, at.shape());
-        x[i] = xi - h;
-        let minus = eval(&f, &x, at.shape());
-        x[i] = xi;
-        Probe {
-            tape: grad.data()[i],
-            minus,
-            zero,
-            plus,
-            h,
-        }
+        let probe = Probe::new(grad.data()[i], zero, h, |k| {
+            x[i] = xi + k * h;
+            let value = eval(&f, x.clone(), at.shape());
+            x[i] = xi;
+            value
+        });
+        probe
     });
     let probes: Vec<Probe> = probes.collect();
     GradCheck::from_probes("element", zero, at.shape(), &probes, tol)
 }
 
-/// Check `<gradient, v>` against `(f(x + h v) - f(x - h v)) / 2h` for `directions`
-/// random directions `v` (seeded: the same directions every run), with
-/// `h = cbrt(eps) * max(1, max |x_i|)` and [`Tolerance::finite_differences`].
+/// Check `<gradient, w>` against the central difference of `f` along `w` for `directions`
+/// random directions (seeded: the same directions every run), with `h = cbrt(eps)`,
+/// `w_i = v_i max(1, |x_i|)` (each element moves in proportion to its magnitude, as in
+/// [`gradcheck_with`]) and [`Tolerance::finite_differences`].
 ///
-/// For large inputs: it costs `2 * directions + 1` evaluations of `f` instead of `2N`,
+/// For large inputs: it costs `4 * directions + 1` evaluations of `f` instead of `4N`,
 /// so it runs at N = 10^6. It finds that a gradient is wrong, not where; the report's
 /// elements are directions.
 ///
-/// Direction `k` has ±1 on about `N / 8^k` random elements (at least one) and 0
-/// elsewhere. A dense direction crosses every kink of `f` (every exact tie of a hinge
+/// Direction `k` has `v_i = ±1` on about `N / 8^k` random elements (at least one) and
+/// 0 elsewhere. A dense direction crosses every kink of `f` (every exact tie of a hinge
 /// loss, say); there the check can only ask that `<gradient, v>` lie between the two
 /// one-sided slopes, as in [`gradcheck_with`], which is a wide interval when there are
 /// many kinks. The sparser directions are likely to miss every kink, and there the
@@ -475,8 +494,6 @@ pub fn directional(
     let (zero, grad) = value_and_grad(&f, at);
     let x = at.data();
     let n = x.len();
-    let scale = x.iter().fold(1.0f64, |m, v| m.max(v.abs()));
-    let h = STEP * scale;
     let mut rng = SplitMix(0x7a9e_64ad);
     let probes: Vec<Probe> = (0..directions)
         .map(|k| {
@@ -496,20 +513,22 @@ pub fn directional(
             if n > 0 && v.iter().all(|&vi| vi == 0.0) {
                 v[(rng.next() % n as u64) as usize] = 1.0;
             }
-            let moved = |sign: f64| -> Vec<f64> {
-                x.iter()
-                    .zip(&v)
-                    .map(|(xi, vi)| xi + sign * h * vi)
-                    .collect()
-            };
-            let tape: Vec<f64> = grad.data().iter().zip(&v).map(|(g, vi)| g * vi).collect();
-            Probe {
-                tape: crate::pairwise_sum(&tape),
-                plus: eval(&f, &moved(1.0), at.shape()),
-                minus: eval(&f, &moved(-1.0), at.shape()),
-                zero,
-                h,
-            }
+            // Each element moves in proportion to its magnitude, as in `gradcheck`, so a
+            // small element next to a large one stays inside its domain.
+            let w: Vec<f64> = x
+                .iter()
+                .zip(&v)
+                .map(|(xi, vi)| vi * xi.abs().max(1.0))
+                .collect();
+            let tape: Vec<f64> = grad.data().iter().zip(&w).map(|(g, wi)| g * wi).collect();
+            Probe::new(crate::pairwise_sum(&tape), zero, STEP, |k| {
+                let moved = x
+                    .iter()
+                    .zip(&w)
+                    .map(|(xi, wi)| xi + k * STEP * wi)
+                    .collect();
+                eval(&f, moved, at.shape())
+            })
         })
         .collect();
     GradCheck::from_probes(
@@ -533,9 +552,9 @@ fn value_and_grad(f: &impl for<'t> Fn(&'t Tape, Var<'t>) -> Var<'t>, at: &Tensor
     (value, grads.wrt(x).clone())
 }
 
-fn eval(f: &impl for<'t> Fn(&'t Tape, Var<'t>) -> Var<'t>, x: &[f64], shape: &[usize]) -> f64 {
+fn eval(f: &impl for<'t> Fn(&'t Tape, Var<'t>) -> Var<'t>, x: Vec<f64>, shape: &[usize]) -> f64 {
     let tape = Tape::new();
-    let at = Tensor::new(x.to_vec(), shape).expect("same shape as the checked point");
+    let at = Tensor::new(x, shape).expect("same shape as the checked point");
     one_element(f(&tape, tape.constant(at)))
 }
 

@@ -572,11 +572,18 @@ impl Op for SumAxis {
         let (len, inner): (usize, usize) = (shape[axis], shape[axis + 1..].iter().product());
         let mut out = vec![0.0; outer * inner];
         let data = x[0].data();
-        for o in 0..outer {
-            let row = &mut out[o * inner..(o + 1) * inner];
-            for k in 0..len {
-                let src = &data[(o * len + k) * inner..(o * len + k + 1) * inner];
-                row.iter_mut().zip(src).for_each(|(r, &s)| *r += s);
+        if inner == 1 {
+            // The last axis: contiguous rows, summed pairwise like `sum` and `np.sum`.
+            for (o, row) in out.iter_mut().zip(data.chunks_exact(len.max(1))) {
+                *o = pairwise_sum(row);
+            }
+        } else {
+            for o in 0..outer {
+                let row = &mut out[o * inner..(o + 1) * inner];
+                for k in 0..len {
+                    let src = &data[(o * len + k) * inner..(o * len + k + 1) * inner];
+                    row.iter_mut().zip(src).for_each(|(r, &s)| *r += s);
+                }
             }
         }
         let mut out_shape = Shape::from_slice(shape);

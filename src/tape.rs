@@ -8,7 +8,7 @@
 use crate::ops::Op;
 use crate::tensor::{Tensor, broadcast_shapes, zip_into};
 use smallvec::SmallVec;
-use std::cell::{Ref, RefCell};
+use std::cell::{Cell, Ref, RefCell};
 use std::fmt;
 use std::panic::Location;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -20,6 +20,9 @@ use std::sync::atomic::{AtomicU64, Ordering};
 pub struct Tape {
     pub(crate) nodes: RefCell<Vec<Node>>,
     id: u64,
+    /// Set while a sweep runs; still set afterwards only if one unwound (a custom
+    /// backward panicked), leaving gradients in nodes that the next sweep must clear.
+    sweeping: Cell<bool>,
 }
 
 pub(crate) struct Node {
@@ -68,6 +71,7 @@ impl Tape {
         Tape {
             nodes: RefCell::new(Vec::with_capacity(nodes)),
             id: NEXT_TAPE_ID.fetch_add(1, Ordering::Relaxed),
+            sweeping: Cell::new(false),
         }
     }
 
@@ -87,6 +91,7 @@ impl Tape {
     pub fn clear(&mut self) {
         self.nodes.get_mut().clear();
         self.id = NEXT_TAPE_ID.fetch_add(1, Ordering::Relaxed);
+        self.sweeping.set(false);
     }
 
     /// A leaf whose gradient [`Var::backward`] computes.
@@ -262,6 +267,9 @@ impl<'t> Var<'t> {
                 Location::caller()
             );
         }
+        if self.tape.sweeping.replace(true) {
+            nodes.iter_mut().for_each(|node| node.grad = Grad::None);
+        }
         nodes[root].grad = Grad::from(seed);
         for i in (0..=root).rev() {
             // Inputs were created before the node, so they all sit in `earlier`.
@@ -308,8 +316,7 @@ impl<'t> Var<'t> {
             };
             local.each(|k, g| earlier[inputs[k]].grad.add(g));
         }
-        // Keep the leaves' gradients, at exactly their shapes; clear every other slot
-        // (a custom backward that panicked mid-sweep may have left some behind).
+        // Keep the leaves' gradients, at exactly their shapes; every slot ends empty.
         let mut leaves = Vec::new();
         for (i, node) in nodes.iter_mut().enumerate() {
             let grad = std::mem::take(&mut node.grad).into_tensor();
@@ -323,6 +330,7 @@ impl<'t> Var<'t> {
                 leaves.push((i, g));
             }
         }
+        self.tape.sweeping.set(false);
         Gradients {
             leaves,
             nodes: nodes.len(),

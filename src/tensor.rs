@@ -155,7 +155,12 @@ impl Tensor {
     /// # Errors
     /// If `data.len()` is not the product of `shape`; the message names both.
     pub fn new(data: Vec<f64>, shape: &[usize]) -> Result<Tensor, Error> {
-        let want: usize = shape.iter().product();
+        let want = shape.iter().try_fold(1usize, |n, &d| n.checked_mul(d));
+        let Some(want) = want else {
+            return Err(Error::new(format!(
+                "Tensor::new: shape {shape:?} has more elements than fit in usize"
+            )));
+        };
         if data.len() != want {
             return Err(Error::new(format!(
                 "Tensor::new: data has {} elements but shape {:?} needs {}",
@@ -498,6 +503,11 @@ fn zip_strided(
 pub(crate) fn sum_to(grad: Tensor, out: &[usize], target: &[usize]) -> Tensor {
     if target == out {
         return grad;
+    }
+    if out.contains(&0) {
+        // Every element of the operand was broadcast over nothing: a sum of nothing is 0
+        // (and not `inf * 0`, were the uniform upstream inf).
+        return Tensor::zeros(target);
     }
     if target.iter().product::<usize>() == 1 {
         // The whole gradient collapses to one number.

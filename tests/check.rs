@@ -371,3 +371,50 @@ fn nan_matches_nan_and_a_one_sided_nan_fails() {
     assert_eq!(report.worst_index(), Some(0));
     assert_eq!(report.max_abs_error(), f64::INFINITY);
 }
+
+/// `x^2` with a hand-written backward `2x + offset`.
+fn square_with_offset<'t>(tape: &'t Tape, x: Var<'t>, offset: f64) -> Var<'t> {
+    tape.custom(
+        "square",
+        &[x],
+        |x| Tensor::new(x[0].data().iter().map(|v| v * v).collect(), x[0].shape()).unwrap(),
+        move |x, _, up| {
+            let g = x[0].data().iter().zip(up.data());
+            vec![
+                Tensor::new(
+                    g.map(|(v, u)| (2.0 * v + offset) * u).collect(),
+                    x[0].shape(),
+                )
+                .unwrap(),
+            ]
+        },
+    )
+    .sum()
+}
+
+#[test]
+fn curvature_is_not_taken_for_a_kink_so_a_small_error_at_a_stationary_point_fails() {
+    // First-order one-sided slopes of x^2 at 0 are ±h: any value in between would pass.
+    let at = Tensor::from(vec![0.0, 0.0]);
+    let right = gradcheck(|tape, x| square_with_offset(tape, x, 0.0), &at);
+    assert!(right.passed() && right.kinks() == 0, "{right}");
+    let wrong = gradcheck(|tape, x| square_with_offset(tape, x, 5e-6), &at);
+    assert_eq!(wrong.failing(), 2, "{wrong}");
+}
+
+#[test]
+fn a_one_sided_slope_of_a_curved_kink_passes() {
+    // ln(1 + 10 max(x, 0)) at 0: slopes 0 (left) and 10 (right); the tape gives 10.
+    let at = Tensor::from(vec![0.0, 0.0]);
+    let report = gradcheck(|_, x| (max(x, 0.0) * 10.0 + 1.0).ln().sum(), &at);
+    assert!(report.passed(), "{report}");
+    assert_eq!(report.kinks(), 2, "{report}");
+}
+
+#[test]
+fn directional_steps_each_element_in_proportion_to_its_size() {
+    // One step for all would take 0.001 below zero, where ln is NaN.
+    let at = Tensor::from(vec![1000.0, 0.001]);
+    let report = directional(|_, p| p.ln().sum(), &at, 4);
+    assert!(report.passed(), "{report}");
+}

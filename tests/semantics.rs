@@ -523,3 +523,53 @@ fn a_chain_of_one_million_ops_drops_without_backward() {
         drop(tape);
     });
 }
+
+#[test]
+fn a_scalar_broadcast_over_an_empty_var_gets_zero_even_from_an_inf_upstream() {
+    // mean of nothing sends back 1/0 = inf as one number; summed over no elements it is 0.
+    let tape = Tape::new();
+    let c = tape.var(Tensor::scalar(1.5));
+    let x = tape.var(Tensor::from(vec![]));
+    let g = (c + x).mean().backward();
+    assert_eq!(g.wrt(c).data(), &[0.0]);
+    let row = tape.var(Tensor::new(vec![1.0, 2.0, 3.0], &[1, 3]).unwrap());
+    let empty = tape.var(Tensor::new(vec![], &[0, 3]).unwrap());
+    let g = (row - empty).mean().backward();
+    assert_eq!(g.wrt(row).data(), &[0.0; 3]);
+}
+
+#[test]
+fn a_sweep_that_panicked_leaves_nothing_behind_for_the_next() {
+    let tape = Tape::new();
+    let x = tape.var(Tensor::from(vec![1.0, 2.0]));
+    let a = x * 3.0;
+    // A custom op whose backward returns no gradient at all: the engine panics mid-sweep,
+    // after `a` has already received its gradient from `b + a`.
+    let b = tape.custom("bad", &[a], |v| v[0].clone(), |_, _, _| vec![]);
+    let sweep = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| (b + a).sum().backward()));
+    assert!(sweep.is_err());
+    let g = a.sum().backward();
+    assert_eq!(g.wrt(x).data(), &[3.0, 3.0]);
+}
+
+#[test]
+fn tensor_new_with_a_shape_too_large_for_usize_is_an_error() {
+    let err = Tensor::new(vec![], &[1 << 32, 1 << 32]).unwrap_err();
+    assert!(
+        err.to_string().contains("[4294967296, 4294967296]"),
+        "{err}"
+    );
+}
+
+#[test]
+fn sum_axis_over_the_last_axis_is_pairwise_like_sum() {
+    let values: Vec<f64> = (0..1000)
+        .map(|i| ((i * 7919) % 1013) as f64 * 0.1 + 1e-3)
+        .collect();
+    let tape = Tape::new();
+    let x = tape.constant(Tensor::new(values.clone(), &[1, 1000]).unwrap());
+    let by_axis = x.sum_axis(1).value().item();
+    let whole = x.sum().value().item();
+    assert_eq!(by_axis.to_bits(), whole.to_bits());
+    assert_eq!(whole, tapegrad::pairwise_sum(&values));
+}
