@@ -453,18 +453,18 @@ pub fn gradcheck_with(
 ) -> GradCheck {
     let (zero, grad) = value_and_grad(&f, at);
     let mut x = at.data().to_vec();
-    let probes = (0..x.len()).map(|i| {
-        let xi = x[i];
-        let h = (xi + STEP * xi.abs().max(1.0)) - xi;
-        let probe = Probe::new(grad.data()[i], zero, h, |k| {
-            x[i] = xi + k * h;
-            let value = eval(&f, x.clone(), at.shape());
-            x[i] = xi;
-            value
-        });
-        probe
-    });
-    let probes: Vec<Probe> = probes.collect();
+    let probes: Vec<Probe> = (0..x.len())
+        .map(|i| {
+            let xi = x[i];
+            let h = (xi + STEP * xi.abs().max(1.0)) - xi;
+            Probe::new(grad.data()[i], zero, h, |k| {
+                x[i] = xi + k * h;
+                let value = eval(&f, x.clone(), at.shape());
+                x[i] = xi;
+                value
+            })
+        })
+        .collect();
     GradCheck::from_probes("element", zero, at.shape(), &probes, tol)
 }
 
