@@ -8,7 +8,7 @@
 use crate::ops::Op;
 use crate::tensor::{Tensor, broadcast_shapes, zip_into};
 use smallvec::SmallVec;
-use std::cell::{Cell, Ref, RefCell};
+use std::cell::{Cell, Ref, RefCell, RefMut};
 use std::fmt;
 use std::panic::Location;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -100,7 +100,8 @@ impl Tape {
     /// If a [`Var::value`] guard of this tape is still alive.
     #[track_caller]
     pub fn var(&self, value: Tensor) -> Var<'_> {
-        self.push_node(Kind::Var, SmallVec::new(), value, true)
+        let mut nodes = self.record("var");
+        self.append(&mut nodes, Kind::Var, SmallVec::new(), value, true)
     }
 
     /// A leaf that is not differentiated (data, labels, fixed parameters).
@@ -109,7 +110,8 @@ impl Tape {
     /// If a [`Var::value`] guard of this tape is still alive.
     #[track_caller]
     pub fn constant(&self, value: Tensor) -> Var<'_> {
-        self.push_node(Kind::Constant, SmallVec::new(), value, false)
+        let mut nodes = self.record("constant");
+        self.append(&mut nodes, Kind::Constant, SmallVec::new(), value, false)
     }
 
     /// Record `op` applied to `inputs`: the forward rule runs now.
@@ -124,14 +126,7 @@ impl Tape {
                 );
             }
         }
-        let Ok(mut nodes) = self.nodes.try_borrow_mut() else {
-            panic!(
-                "tapegrad: {}: the tape is borrowed by a live `value()` guard; drop it \
-                 (or clone the tensor) before adding ops (at {})",
-                op.name(),
-                Location::caller()
-            );
-        };
+        let mut nodes = self.record(op.name());
         let result = with_values(&nodes, inputs.iter().map(|v| v.index), |values| {
             op.forward(values)
         });
@@ -145,35 +140,30 @@ impl Tape {
             [a, b] => SmallVec::from_buf([a.index, b.index]),
             _ => inputs.iter().map(|v| v.index).collect(),
         };
-        nodes.push(Node {
-            kind: Kind::Op(op),
-            inputs,
-            value,
-            tracked,
-            grad: Grad::None,
-        });
-        Var {
-            tape: self,
-            index: nodes.len() - 1,
-        }
+        self.append(&mut nodes, Kind::Op(op), inputs, value, tracked)
     }
 
+    /// The node list, to record a node named `what`.
     #[track_caller]
-    fn push_node(
+    fn record(&self, what: &str) -> RefMut<'_, Vec<Node>> {
+        let Ok(nodes) = self.nodes.try_borrow_mut() else {
+            panic!(
+                "tapegrad: {what}: the tape is borrowed by a live `value()` guard; drop it \
+                 (or clone the tensor) before adding ops (at {})",
+                Location::caller()
+            );
+        };
+        nodes
+    }
+
+    fn append(
         &self,
+        nodes: &mut Vec<Node>,
         kind: Kind,
         inputs: SmallVec<[usize; 2]>,
         value: Tensor,
         tracked: bool,
     ) -> Var<'_> {
-        let Ok(mut nodes) = self.nodes.try_borrow_mut() else {
-            panic!(
-                "tapegrad: {}: the tape is borrowed by a live `value()` guard; drop it \
-                 (or clone the tensor) before adding ops (at {})",
-                kind.name(),
-                Location::caller()
-            );
-        };
         nodes.push(Node {
             kind,
             inputs,
