@@ -192,7 +192,8 @@ fn main() {
     if std::env::args().any(|a| a == "--chain-only") {
         // For profilers: scalar chains on one cleared tape, nothing else.
         let mut tape = Tape::new();
-        for _ in 0..5 {
+        let runs = std::env::args().skip_while(|a| a != "--chain-only").nth(1);
+        for _ in 0..runs.map_or(5, |r| r.parse().expect("--chain-only RUNS")) {
             black_box(scalar_chain(&mut tape, 1_000_000));
         }
         return;

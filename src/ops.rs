@@ -13,7 +13,7 @@
 //!   where the local derivative is inf or NaN. An element the loss does not depend on
 //!   gets gradient 0, as in the closed form, not an IEEE `0 * inf = NaN`.
 
-use crate::tape::{Tape, Var};
+use crate::tape::{Rule, Tape, Var};
 use crate::tensor::{
     Shape, Tensor, broadcast_shapes, data_from_vec, pairwise_sum, sum_to, zip_broadcast, zip_into,
 };
@@ -146,12 +146,12 @@ impl<'t> Operands<'t> for (f64, Var<'t>) {
 
 impl<'t> Var<'t> {
     #[track_caller]
-    fn binary(self, op: Box<dyn Op>, other: Var<'t>) -> Var<'t> {
+    fn binary(self, op: Rule, other: Var<'t>) -> Var<'t> {
         self.tape.push(op, &[self, other])
     }
 
     #[track_caller]
-    fn unary(self, op: Box<dyn Op>) -> Var<'t> {
+    fn unary(self, op: Rule) -> Var<'t> {
         self.tape.push(op, &[self])
     }
 }
@@ -302,7 +302,7 @@ macro_rules! operators {
             type Output = Var<'t>;
             #[track_caller]
             fn $method(self, rhs: Var<'t>) -> Var<'t> {
-                self.binary(Box::new($op), rhs)
+                self.binary(Rule::Static(&$op), rhs)
             }
         }
         /// Elementwise with a constant (recorded as a rank-0 constant node).
@@ -314,7 +314,7 @@ macro_rules! operators {
             #[track_caller]
             fn $method(self, rhs: f64) -> Var<'t> {
                 let (a, b) = (self, rhs).vars();
-                a.binary(Box::new($op), b)
+                a.binary(Rule::Static(&$op), b)
             }
         }
         /// Elementwise with a constant (recorded as a rank-0 constant node).
@@ -326,7 +326,7 @@ macro_rules! operators {
             #[track_caller]
             fn $method(self, rhs: Var<'t>) -> Var<'t> {
                 let (a, b) = (self, rhs).vars();
-                a.binary(Box::new($op), b)
+                a.binary(Rule::Static(&$op), b)
             }
         }
     };
@@ -361,7 +361,7 @@ where
     (A, B): Operands<'t>,
 {
     let (a, b) = (a, b).vars();
-    a.binary(Box::new(Max), b)
+    a.binary(Rule::Static(&Max), b)
 }
 
 /// Elementwise minimum, the mirror of [`max`]: NaN wins; the gradient goes to `b` where
@@ -375,7 +375,7 @@ where
     (A, B): Operands<'t>,
 {
     let (a, b) = (a, b).vars();
-    a.binary(Box::new(Min), b)
+    a.binary(Rule::Static(&Min), b)
 }
 
 impl<'t> Var<'t> {
@@ -410,7 +410,7 @@ impl<'t> Var<'t> {
     /// If a [`Var::value`] guard of this tape is still alive (as every op).
     #[track_caller]
     pub fn sum(self) -> Var<'t> {
-        self.unary(Box::new(Sum))
+        self.unary(Rule::Static(&Sum))
     }
 
     /// Mean of all elements, shape `[]` (NaN for an empty var, like numpy).
@@ -419,7 +419,7 @@ impl<'t> Var<'t> {
     /// If a [`Var::value`] guard of this tape is still alive (as every op).
     #[track_caller]
     pub fn mean(self) -> Var<'t> {
-        self.unary(Box::new(Mean))
+        self.unary(Rule::Static(&Mean))
     }
 
     /// Sum over `axis`, which is dropped from the shape (like `np.sum(x, axis)`).
@@ -428,7 +428,7 @@ impl<'t> Var<'t> {
     /// If `axis` is not below the var's rank (the message names the axis and the shape).
     #[track_caller]
     pub fn sum_axis(self, axis: usize) -> Var<'t> {
-        self.unary(Box::new(SumAxis(axis)))
+        self.unary(Rule::Owned(Box::new(SumAxis(axis))))
     }
 
     /// The same elements under another shape (row-major, like `np.reshape`).
@@ -437,7 +437,7 @@ impl<'t> Var<'t> {
     /// If the element counts differ.
     #[track_caller]
     pub fn reshape(self, shape: &[usize]) -> Var<'t> {
-        self.unary(Box::new(Reshape(Shape::from_slice(shape))))
+        self.unary(Rule::Owned(Box::new(Reshape(Shape::from_slice(shape)))))
     }
 
     /// Matrix product of two 2-d vars: `[m, k] x [k, n] -> [m, n]`.
@@ -447,7 +447,7 @@ impl<'t> Var<'t> {
     /// different tapes.
     #[track_caller]
     pub fn matmul(self, other: Var<'t>) -> Var<'t> {
-        self.binary(Box::new(MatMul), other)
+        self.binary(Rule::Static(&MatMul), other)
     }
 
     /// Elementwise `e^x`.
@@ -456,7 +456,7 @@ impl<'t> Var<'t> {
     /// If a [`Var::value`] guard of this tape is still alive (as every op).
     #[track_caller]
     pub fn exp(self) -> Var<'t> {
-        self.unary(Box::new(Exp))
+        self.unary(Rule::Static(&Exp))
     }
 
     /// Elementwise natural logarithm (IEEE: `ln(0) = -inf`, `ln(-1) = NaN`).
@@ -465,7 +465,7 @@ impl<'t> Var<'t> {
     /// If a [`Var::value`] guard of this tape is still alive (as every op).
     #[track_caller]
     pub fn ln(self) -> Var<'t> {
-        self.unary(Box::new(Ln))
+        self.unary(Rule::Static(&Ln))
     }
 }
 
@@ -519,7 +519,7 @@ impl<'t> ops::Neg for Var<'t> {
     type Output = Var<'t>;
     #[track_caller]
     fn neg(self) -> Var<'t> {
-        self.unary(Box::new(Neg))
+        self.unary(Rule::Static(&Neg))
     }
 }
 
@@ -779,6 +779,6 @@ impl Tape {
             forward: Box::new(forward),
             backward: Box::new(backward),
         };
-        self.push(Box::new(op), inputs)
+        self.push(Rule::Owned(Box::new(op)), inputs)
     }
 }

@@ -8,7 +8,7 @@
 use crate::ops::Op;
 use crate::tensor::{Tensor, broadcast_shapes, zip_into};
 use smallvec::SmallVec;
-use std::cell::{Cell, Ref, RefCell, RefMut};
+use std::cell::{Ref, RefCell, RefMut};
 use std::fmt;
 use std::panic::Location;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -19,10 +19,10 @@ use std::sync::atomic::{AtomicU64, Ordering};
 /// them with the ops on [`Var`], then call [`Var::backward`].
 pub struct Tape {
     pub(crate) nodes: RefCell<Vec<Node>>,
+    /// One gradient slot per node during a sweep; kept between sweeps (empty) so a
+    /// training loop that reuses the tape reuses the slots too.
+    grads: RefCell<Vec<Grad>>,
     id: u64,
-    /// Set while a sweep runs; still set afterwards only if one unwound (a custom
-    /// backward panicked), leaving gradients in nodes that the next sweep must clear.
-    sweeping: Cell<bool>,
 }
 
 pub(crate) struct Node {
@@ -31,15 +31,29 @@ pub(crate) struct Node {
     pub(crate) value: Tensor,
     /// Whether some `Tape::var` leaf reaches this node (so a gradient must flow here).
     pub(crate) tracked: bool,
-    /// The gradient during a reverse sweep; `Grad::None` outside one. Kept in the node,
-    /// not in a side table, so a sweep allocates nothing per node.
-    grad: Grad,
 }
 
 pub(crate) enum Kind {
     Var,
     Constant,
-    Op(Box<dyn Op>),
+    Op(Rule),
+}
+
+/// An op's rules: a shared static for the ops without parameters (no allocation per
+/// node, nothing to drop), a box for those with (an axis, a shape, closures).
+pub(crate) enum Rule {
+    Static(&'static dyn Op),
+    Owned(Box<dyn Op>),
+}
+
+impl std::ops::Deref for Rule {
+    type Target = dyn Op;
+    fn deref(&self) -> &(dyn Op + 'static) {
+        match self {
+            Rule::Static(op) => *op,
+            Rule::Owned(op) => op.as_ref(),
+        }
+    }
 }
 
 impl Kind {
@@ -70,8 +84,8 @@ impl Tape {
     pub fn with_capacity(nodes: usize) -> Tape {
         Tape {
             nodes: RefCell::new(Vec::with_capacity(nodes)),
+            grads: RefCell::new(Vec::new()),
             id: NEXT_TAPE_ID.fetch_add(1, Ordering::Relaxed),
-            sweeping: Cell::new(false),
         }
     }
 
@@ -91,7 +105,6 @@ impl Tape {
     pub fn clear(&mut self) {
         self.nodes.get_mut().clear();
         self.id = NEXT_TAPE_ID.fetch_add(1, Ordering::Relaxed);
-        self.sweeping.set(false);
     }
 
     /// A leaf whose gradient [`Var::backward`] computes.
@@ -116,7 +129,7 @@ impl Tape {
 
     /// Record `op` applied to `inputs`: the forward rule runs now.
     #[track_caller]
-    pub(crate) fn push(&self, op: Box<dyn Op>, inputs: &[Var<'_>]) -> Var<'_> {
+    pub(crate) fn push(&self, op: Rule, inputs: &[Var<'_>]) -> Var<'_> {
         for v in inputs {
             if !std::ptr::eq(v.tape, self) {
                 panic!(
@@ -169,7 +182,6 @@ impl Tape {
             inputs,
             value,
             tracked,
-            grad: Grad::None,
         });
         Var {
             tape: self,
@@ -241,10 +253,9 @@ impl<'t> Var<'t> {
     /// If `seed`'s shape differs from the var's.
     #[track_caller]
     pub fn backward_with(self, seed: Tensor) -> Gradients {
-        let Ok(mut nodes) = self.tape.nodes.try_borrow_mut() else {
+        let Ok(nodes) = self.tape.nodes.try_borrow() else {
             panic!(
-                "tapegrad: backward: the tape is borrowed by a live `value()` guard; drop it \
-                 first (at {})",
+                "tapegrad: backward: the tape is being modified (at {})",
                 Location::caller()
             );
         };
@@ -257,20 +268,20 @@ impl<'t> Var<'t> {
                 Location::caller()
             );
         }
-        if self.tape.sweeping.replace(true) {
-            nodes.iter_mut().for_each(|node| node.grad = Grad::None);
-        }
-        nodes[root].grad = Grad::from(seed);
+        // Fresh slots every sweep: nothing can be left over, even from a sweep that a
+        // panicking custom backward unwound.
+        let mut grads = self.tape.grads.borrow_mut();
+        grads.clear();
+        grads.resize_with(root + 1, Grad::default);
+        grads[root] = Grad::from(seed);
         for i in (0..=root).rev() {
-            // Inputs were created before the node, so they all sit in `earlier`.
-            let (earlier, rest) = nodes.split_at_mut(i);
-            let node = &mut rest[0];
+            let node = &nodes[i];
             let Kind::Op(op) = &node.kind else { continue };
-            let upstream = std::mem::take(&mut node.grad);
+            let upstream = std::mem::take(&mut grads[i]);
             let inputs = node.inputs.as_slice();
             // A rank-0 node of rank-0 inputs: the op's rule on plain numbers.
             if let (Grad::Scalar(u), Some(out)) = (&upstream, node.value.as_scalar()) {
-                let scalar = |j: usize| earlier[j].value.as_scalar();
+                let scalar = |j: usize| nodes[j].value.as_scalar();
                 let x = match *inputs {
                     [a] => scalar(a).map(|a| [a, 0.0]),
                     [a, b] => scalar(a).zip(scalar(b)).map(|(a, b)| [a, b]),
@@ -278,8 +289,8 @@ impl<'t> Var<'t> {
                 };
                 if let Some(local) = x.and_then(|x| op.local(x, out, *u)) {
                     for (&j, g) in inputs.iter().zip(local) {
-                        if earlier[j].tracked {
-                            earlier[j].grad.add_scalar(g);
+                        if nodes[j].tracked {
+                            grads[j].add_scalar(g);
                         }
                     }
                     continue;
@@ -290,27 +301,30 @@ impl<'t> Var<'t> {
             };
             let local = match *inputs {
                 [a] => {
-                    let (a, wanted) = (&earlier[a], [earlier[a].tracked]);
+                    let (a, wanted) = (&nodes[a], [nodes[a].tracked]);
                     op.backward(&[&a.value], &node.value, upstream, &wanted)
                 }
                 [a, b] => {
-                    let (a, b) = (&earlier[a], &earlier[b]);
+                    let (a, b) = (&nodes[a], &nodes[b]);
                     let wanted = [a.tracked, b.tracked];
                     op.backward(&[&a.value, &b.value], &node.value, upstream, &wanted)
                 }
                 _ => {
-                    let values: Vec<&Tensor> = inputs.iter().map(|&j| &earlier[j].value).collect();
-                    let wanted: Vec<bool> = inputs.iter().map(|&j| earlier[j].tracked).collect();
+                    let values: Vec<&Tensor> = inputs.iter().map(|&j| &nodes[j].value).collect();
+                    let wanted: Vec<bool> = inputs.iter().map(|&j| nodes[j].tracked).collect();
                     op.backward(&values, &node.value, upstream, &wanted)
                 }
             };
-            local.each(|k, g| earlier[inputs[k]].grad.add(g));
+            local.each(|k, g| grads[inputs[k]].add(g));
         }
-        // Keep the leaves' gradients, at exactly their shapes; every slot ends empty.
+        // Keep the leaves' gradients, at exactly their shapes; leaves after the root
+        // cannot be reached from it and get zeros.
         let mut leaves = Vec::new();
-        for (i, node) in nodes.iter_mut().enumerate() {
-            let grad = std::mem::take(&mut node.grad).into_tensor();
+        for (i, node) in nodes.iter().enumerate() {
             if let Kind::Var = node.kind {
+                let grad = grads
+                    .get_mut(i)
+                    .and_then(|g| std::mem::take(g).into_tensor());
                 let shape = node.value.shape();
                 let g = match grad {
                     Some(g) if g.shape() == shape => g,
@@ -320,7 +334,7 @@ impl<'t> Var<'t> {
                 leaves.push((i, g));
             }
         }
-        self.tape.sweeping.set(false);
+        grads.clear();
         Gradients {
             leaves,
             nodes: nodes.len(),
