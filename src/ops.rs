@@ -73,8 +73,13 @@ pub(crate) trait Op {
         upstream: Tensor,
         wanted: &[bool],
     ) -> Grads;
-    /// The same rule for rank-0 operands as plain numbers (micrograd's workload), for
-    /// the elementwise ops: the gradients of the (up to two) inputs.
+    /// For the elementwise ops, the forward rule on rank-0 operands as plain numbers
+    /// (micrograd's workload): the same value as `forward`, without building tensors.
+    fn forward_scalar(&self, _inputs: [f64; 2]) -> Option<f64> {
+        None
+    }
+    /// The backward rule on rank-0 operands as plain numbers: the gradients of the (up
+    /// to two) inputs.
     fn local(&self, _inputs: [f64; 2], _out: f64, _upstream: f64) -> Option<[f64; 2]> {
         None
     }
@@ -173,11 +178,11 @@ macro_rules! binary_op {
             }
             fn forward(&self, x: &[&Tensor]) -> Result<Tensor, String> {
                 let forward = |a: f64, b: f64| -> f64 { ($forward)(a, b) };
-                if let (Some(a), Some(b)) = (x[0].as_scalar(), x[1].as_scalar()) {
-                    return Ok(Tensor::scalar(forward(a, b)));
-                }
                 let shape = broadcast_or_err($name, x[0], x[1])?;
                 Ok(zip_broadcast(x[0], x[1], &shape, forward))
+            }
+            fn forward_scalar(&self, [a, b]: [f64; 2]) -> Option<f64> {
+                Some(($forward)(a, b))
             }
             fn local(&self, [a, b]: [f64; 2], out: f64, up: f64) -> Option<[f64; 2]> {
                 let local: fn(f64, f64, f64, f64) -> (f64, f64) = $local;
@@ -480,6 +485,10 @@ macro_rules! unary_op {
             }
             fn forward(&self, x: &[&Tensor]) -> Result<Tensor, String> {
                 Ok(x[0].map($forward))
+            }
+            fn forward_scalar(&self, [a, _]: [f64; 2]) -> Option<f64> {
+                let forward: fn(f64) -> f64 = $forward;
+                Some(forward(a))
             }
             fn local(&self, [a, _]: [f64; 2], out: f64, up: f64) -> Option<[f64; 2]> {
                 let local: fn(f64, f64, f64) -> f64 = $local;

@@ -140,12 +140,24 @@ impl Tape {
             }
         }
         let mut nodes = self.record(op.name());
-        let result = with_values(&nodes, inputs.iter().map(|v| v.index), |values| {
-            op.forward(values)
-        });
-        let value = match result {
-            Ok(value) => value,
-            Err(message) => panic!("tapegrad: {message} (at {})", Location::caller()),
+        // Rank-0 operands of an elementwise op: its rule on plain numbers.
+        let scalar = |v: &Var<'_>| nodes[v.index].value.as_scalar();
+        let numbers = match inputs {
+            [a] => scalar(a).map(|a| [a, 0.0]),
+            [a, b] => scalar(a).zip(scalar(b)).map(|(a, b)| [a, b]),
+            _ => None,
+        };
+        let value = match numbers.and_then(|x| op.forward_scalar(x)) {
+            Some(value) => Tensor::scalar(value),
+            None => {
+                let result = with_values(&nodes, inputs.iter().map(|v| v.index), |values| {
+                    op.forward(values)
+                });
+                match result {
+                    Ok(value) => value,
+                    Err(message) => panic!("tapegrad: {message} (at {})", Location::caller()),
+                }
+            }
         };
         let tracked = inputs.iter().any(|v| nodes[v.index].tracked);
         let inputs = match inputs {
