@@ -6,7 +6,7 @@
 //! loop from the loss down to the first node: no recursion, no hash map, no sort.
 
 use crate::ops::Op;
-use crate::tensor::{Tensor, broadcast_shapes, zip_into};
+use crate::tensor::{Shape, Tensor, broadcast_shapes, zip_into};
 use smallvec::SmallVec;
 use std::cell::{Ref, RefCell, RefMut};
 use std::fmt;
@@ -230,7 +230,7 @@ impl<'t> Var<'t> {
     }
 
     /// The var's shape.
-    pub fn shape(&self) -> SmallVec<[usize; 4]> {
+    pub fn shape(&self) -> Shape {
         SmallVec::from_slice(self.value().shape())
     }
 

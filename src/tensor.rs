@@ -10,8 +10,9 @@ use std::cell::RefCell;
 use std::fmt;
 use std::sync::Arc;
 
-/// A shape: up to four dimensions live inline, so a scalar's shape costs no heap.
-pub type Shape = SmallVec<[usize; 4]>;
+/// A shape: up to two dimensions live inline (a scalar, a vector or a matrix costs no
+/// heap for its shape; higher ranks allocate theirs).
+pub type Shape = SmallVec<[usize; 2]>;
 
 /// Element storage. One element lives inline, so a rank-0 tensor costs no heap; more
 /// live in a shared buffer, so cloning a tensor (onto a tape, out of `Gradients`) is
