@@ -599,7 +599,7 @@ impl Op for SumAxis {
         out_shape.remove(axis);
         Ok(Tensor::from_parts(data_from_vec(out), out_shape))
     }
-    fn backward(&self, x: &[&Tensor], out: &Tensor, up: Tensor, _: &[bool]) -> Grads {
+    fn backward(&self, _: &[&Tensor], out: &Tensor, up: Tensor, _: &[bool]) -> Grads {
         if up.len() == 1 {
             return single(Tensor::scalar(up.data()[0]));
         }
@@ -607,7 +607,6 @@ impl Op for SumAxis {
         let mut shape = Shape::from_slice(out.shape());
         shape.insert(self.0, 1);
         let g = up.broadcast_to(out.shape()).into_reshaped(shape);
-        let _ = x;
         single(g)
     }
 }
