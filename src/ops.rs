@@ -79,8 +79,8 @@ pub(crate) trait Op {
         None
     }
     /// The backward rule on rank-0 operands as plain numbers: the gradients of the (up
-    /// to two) inputs.
-    fn local(&self, _inputs: [f64; 2], _out: f64, _upstream: f64) -> Option<[f64; 2]> {
+    /// to two) inputs, `upstream` already applied.
+    fn backward_scalar(&self, _inputs: [f64; 2], _out: f64, _upstream: f64) -> Option<[f64; 2]> {
         None
     }
 }
@@ -164,13 +164,14 @@ impl<'t> Var<'t> {
 /// Elementwise ops of two operands with numpy broadcasting.
 ///
 /// - `$forward(a, b)` maps two elements to one.
-/// - `$local(a, b, out, upstream)` is the backward rule for one element: the gradients
-///   of `a` and `b`. The sweep uses it directly for rank-0 nodes (micrograd's workload).
+/// - `$backward_scalar(a, b, out, upstream)` is the backward rule for one element: the
+///   gradients of `a` and `b`. The sweep uses it directly for rank-0 nodes (micrograd's
+///   workload).
 /// - `$backward(a, b, out, upstream, wanted)` is the same rule over whole tensors,
 ///   written to reuse buffers; it returns gradients at the broadcast shape, and
 ///   `sum_to` reduces them to the operands' shapes.
 macro_rules! binary_op {
-    ($op:ident, $name:literal, $forward:expr, $local:expr, $backward:expr) => {
+    ($op:ident, $name:literal, $forward:expr, $backward_scalar:expr, $backward:expr) => {
         struct $op;
         impl Op for $op {
             fn name(&self) -> &str {
@@ -184,9 +185,9 @@ macro_rules! binary_op {
             fn forward_scalar(&self, [a, b]: [f64; 2]) -> Option<f64> {
                 Some(($forward)(a, b))
             }
-            fn local(&self, [a, b]: [f64; 2], out: f64, up: f64) -> Option<[f64; 2]> {
-                let local: fn(f64, f64, f64, f64) -> (f64, f64) = $local;
-                let (ga, gb) = local(a, b, out, up);
+            fn backward_scalar(&self, [a, b]: [f64; 2], out: f64, up: f64) -> Option<[f64; 2]> {
+                let rule: fn(f64, f64, f64, f64) -> (f64, f64) = $backward_scalar;
+                let (ga, gb) = rule(a, b, out, up);
                 Some([ga, gb])
             }
             fn backward(&self, x: &[&Tensor], out: &Tensor, up: Tensor, wanted: &[bool]) -> Grads {
@@ -474,10 +475,10 @@ impl<'t> Var<'t> {
     }
 }
 
-/// Ops of one operand. `$forward` maps an element; `$local(x, out, upstream)` is the
-/// gradient of one element and `$backward(x, out, upstream)` the same over a tensor.
+/// Ops of one operand. `$forward` maps an element; `$backward_scalar(x, out, upstream)` is
+/// the gradient of one element and `$backward(x, out, upstream)` the same over a tensor.
 macro_rules! unary_op {
-    ($op:ident, $name:literal, $forward:expr, $local:expr, $backward:expr) => {
+    ($op:ident, $name:literal, $forward:expr, $backward_scalar:expr, $backward:expr) => {
         struct $op;
         impl Op for $op {
             fn name(&self) -> &str {
@@ -490,9 +491,9 @@ macro_rules! unary_op {
                 let forward: fn(f64) -> f64 = $forward;
                 Some(forward(a))
             }
-            fn local(&self, [a, _]: [f64; 2], out: f64, up: f64) -> Option<[f64; 2]> {
-                let local: fn(f64, f64, f64) -> f64 = $local;
-                Some([local(a, out, up), 0.0])
+            fn backward_scalar(&self, [a, _]: [f64; 2], out: f64, up: f64) -> Option<[f64; 2]> {
+                let rule: fn(f64, f64, f64) -> f64 = $backward_scalar;
+                Some([rule(a, out, up), 0.0])
             }
             fn backward(&self, x: &[&Tensor], out: &Tensor, up: Tensor, _: &[bool]) -> Grads {
                 let backward: fn(&Tensor, &Tensor, Tensor) -> Tensor = $backward;

@@ -299,7 +299,7 @@ impl<'t> Var<'t> {
                     [a, b] => scalar(a).zip(scalar(b)).map(|(a, b)| [a, b]),
                     _ => None,
                 };
-                if let Some(local) = x.and_then(|x| op.local(x, out, *u)) {
+                if let Some(local) = x.and_then(|x| op.backward_scalar(x, out, *u)) {
                     for (&j, g) in inputs.iter().zip(local) {
                         if nodes[j].tracked {
                             grads[j].add_scalar(g);
