@@ -140,31 +140,20 @@ impl Tape {
             }
         }
         let mut nodes = self.record(op.name());
-        // Rank-0 operands of an elementwise op: its rule on plain numbers.
-        let scalar = |v: &Var<'_>| nodes[v.index].value.as_scalar();
-        let numbers = match inputs {
-            [a] => scalar(a).map(|a| [a, 0.0]),
-            [a, b] => scalar(a).zip(scalar(b)).map(|(a, b)| [a, b]),
-            _ => None,
-        };
-        let value = match numbers.and_then(|x| op.forward_scalar(x)) {
-            Some(value) => Tensor::scalar(value),
-            None => {
-                let result = with_values(&nodes, inputs.iter().map(|v| v.index), |values| {
-                    op.forward(values)
-                });
-                match result {
-                    Ok(value) => value,
-                    Err(message) => panic!("tapegrad: {message} (at {})", Location::caller()),
-                }
-            }
-        };
-        let tracked = inputs.iter().any(|v| nodes[v.index].tracked);
-        let inputs = match inputs {
+        let inputs: SmallVec<[usize; 2]> = match inputs {
             [a] => SmallVec::from_buf_and_len([a.index, 0], 1),
             [a, b] => SmallVec::from_buf([a.index, b.index]),
             _ => inputs.iter().map(|v| v.index).collect(),
         };
+        // Rank-0 operands of an elementwise op: its rule on plain numbers.
+        let value = match scalar_operands(&nodes, &inputs).and_then(|x| op.forward_scalar(x)) {
+            Some(value) => Tensor::scalar(value),
+            None => match with_inputs(&nodes, &inputs, |values, _| op.forward(values)) {
+                Ok(value) => value,
+                Err(message) => panic!("tapegrad: {message} (at {})", Location::caller()),
+            },
+        };
+        let tracked = inputs.iter().any(|&j| nodes[j].tracked);
         self.append(&mut nodes, Kind::Op(op), inputs, value, tracked)
     }
 
@@ -293,12 +282,7 @@ impl<'t> Var<'t> {
             let inputs = node.inputs.as_slice();
             // A rank-0 node of rank-0 inputs: the op's rule on plain numbers.
             if let (Grad::Scalar(u), Some(out)) = (&upstream, node.value.as_scalar()) {
-                let scalar = |j: usize| nodes[j].value.as_scalar();
-                let x = match *inputs {
-                    [a] => scalar(a).map(|a| [a, 0.0]),
-                    [a, b] => scalar(a).zip(scalar(b)).map(|(a, b)| [a, b]),
-                    _ => None,
-                };
+                let x = scalar_operands(&nodes, inputs);
                 if let Some(local) = x.and_then(|x| op.backward_scalar(x, out, *u)) {
                     for (&j, g) in inputs.iter().zip(local) {
                         if nodes[j].tracked {
@@ -311,22 +295,9 @@ impl<'t> Var<'t> {
             let Some(upstream) = upstream.into_tensor() else {
                 continue;
             };
-            let local = match *inputs {
-                [a] => {
-                    let (a, wanted) = (&nodes[a], [nodes[a].tracked]);
-                    op.backward(&[&a.value], &node.value, upstream, &wanted)
-                }
-                [a, b] => {
-                    let (a, b) = (&nodes[a], &nodes[b]);
-                    let wanted = [a.tracked, b.tracked];
-                    op.backward(&[&a.value, &b.value], &node.value, upstream, &wanted)
-                }
-                _ => {
-                    let values: Vec<&Tensor> = inputs.iter().map(|&j| &nodes[j].value).collect();
-                    let wanted: Vec<bool> = inputs.iter().map(|&j| nodes[j].tracked).collect();
-                    op.backward(&values, &node.value, upstream, &wanted)
-                }
-            };
+            let local = with_inputs(&nodes, inputs, |values, wanted| {
+                op.backward(values, &node.value, upstream, wanted)
+            });
             local.each(|k, g| grads[inputs[k]].add(g));
         }
         // Keep the leaves' gradients, at exactly their shapes; leaves after the root
@@ -355,20 +326,30 @@ impl<'t> Var<'t> {
     }
 }
 
-/// Run `f` on the values of the given nodes (no heap for one or two inputs).
-fn with_values<R>(
-    nodes: &[Node],
-    mut inputs: impl ExactSizeIterator<Item = usize>,
-    f: impl FnOnce(&[&Tensor]) -> R,
-) -> R {
-    let n = inputs.len();
-    let mut next = || &nodes[inputs.next().expect("input")].value;
-    match n {
-        1 => f(&[next()]),
-        2 => f(&[next(), next()]),
-        n => {
-            let values: Vec<&Tensor> = (0..n).map(|_| next()).collect();
-            f(&values)
+/// The operands of a one- or two-input node as plain numbers, if all are rank-0 (the
+/// second is 0 for one input): what `Op::forward_scalar` and `Op::backward_scalar` take.
+fn scalar_operands(nodes: &[Node], inputs: &[usize]) -> Option<[f64; 2]> {
+    let scalar = |j: usize| nodes[j].value.as_scalar();
+    match *inputs {
+        [a] => scalar(a).map(|a| [a, 0.0]),
+        [a, b] => scalar(a).zip(scalar(b)).map(|(a, b)| [a, b]),
+        _ => None,
+    }
+}
+
+/// Run `f` on the values of the given nodes and whether each is tracked (no heap for one
+/// or two inputs).
+fn with_inputs<R>(nodes: &[Node], inputs: &[usize], f: impl FnOnce(&[&Tensor], &[bool]) -> R) -> R {
+    match *inputs {
+        [a] => f(&[&nodes[a].value], &[nodes[a].tracked]),
+        [a, b] => {
+            let (a, b) = (&nodes[a], &nodes[b]);
+            f(&[&a.value, &b.value], &[a.tracked, b.tracked])
+        }
+        _ => {
+            let values: Vec<&Tensor> = inputs.iter().map(|&j| &nodes[j].value).collect();
+            let wanted: Vec<bool> = inputs.iter().map(|&j| nodes[j].tracked).collect();
+            f(&values, &wanted)
         }
     }
 }
