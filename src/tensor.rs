@@ -1,9 +1,11 @@
 //! `Tensor`: an n-d array of f64, row-major, with numpy broadcasting.
 //!
-//! Two routines carry all the shape logic of the crate: [`zip_broadcast`] (every
-//! elementwise op's forward and backward goes through it) and [`sum_to`] (every backward
-//! that has to undo a broadcast goes through it). Broadcasting bugs hide in copies, so
-//! there are no copies.
+//! Two routines carry all the broadcasting of the crate: [`zip_broadcast`] (every
+//! elementwise op's forward and backward on tensors goes through it, or through
+//! [`zip_into`], which only adds an in-place write and falls back to it) and [`sum_to`]
+//! (every backward that has to undo a broadcast goes through it). Rank-0 operands need
+//! neither: the tape applies the op's rule to plain numbers. Broadcasting bugs hide in
+//! copies, so there are no copies.
 
 use smallvec::SmallVec;
 use std::cell::RefCell;
@@ -289,8 +291,7 @@ impl Tensor {
         if self.shape() == shape {
             return self.clone();
         }
-        let zeros = Tensor::zeros(&[]);
-        zip_broadcast(self, &zeros, shape, |x, _| x)
+        zip_broadcast(self, &Tensor::scalar(0.0), shape, |x, _| x)
     }
 }
 
@@ -400,9 +401,9 @@ fn strides_in(shape: &[usize], out: &[usize]) -> Shape {
 
 /// `f(a, b)` elementwise over `out`, the broadcast of both shapes (the caller checked).
 ///
-/// Fast paths: rank-0 (no heap), same shape, and one side holding a single element;
-/// everything else walks the outer dimensions with an odometer and the last one in a
-/// tight loop.
+/// Fast paths: same shape (a single element stays inline, no heap) and one side holding
+/// a single element; everything else walks the outer dimensions with an odometer and the
+/// last one in a tight loop.
 pub(crate) fn zip_broadcast(
     a: &Tensor,
     b: &Tensor,
@@ -411,9 +412,7 @@ pub(crate) fn zip_broadcast(
 ) -> Tensor {
     let (x, y) = (a.data(), b.data());
     let n: usize = out.iter().product();
-    let data = if n == 1 && x.len() == 1 && y.len() == 1 {
-        Data::One(f(x[0], y[0]))
-    } else if x.len() == n && y.len() == n {
+    let data = if x.len() == n && y.len() == n {
         collect_data(n, x.iter().zip(y).map(|(&p, &q)| f(p, q)))
     } else if y.len() == 1 && x.len() == n {
         let q = y[0];
