@@ -1,5 +1,6 @@
-//! Every op: the method that records it, its forward rule and its backward rule, side by
-//! side. Adding an op means adding one section here.
+//! Every op: its forward and backward rule side by side, one section per op (the
+//! elementwise ones also give both rules on plain numbers, for rank-0 operands), and the
+//! methods on `Var` that record them. Adding an op means adding a section and a method.
 //!
 //! Backward rules receive `upstream`, the gradient of the loss with respect to the op's
 //! output. It may be *smaller* than the output (any shape that broadcasts to it): a
