@@ -172,7 +172,7 @@ fn rel_error(abs: f64, got: f64, want: f64) -> f64 {
 }
 
 /// Row-major multi-index of a flat index.
-pub(crate) fn unravel(mut flat: usize, shape: &[usize]) -> Vec<usize> {
+fn unravel(mut flat: usize, shape: &[usize]) -> Vec<usize> {
     let mut index = vec![0; shape.len()];
     for d in (0..shape.len()).rev() {
         index[d] = flat % shape[d];
@@ -276,7 +276,7 @@ impl fmt::Display for Comparison {
 }
 
 /// The worst-elements table shared by the reports of this module.
-pub(crate) fn write_elements(f: &mut fmt::Formatter<'_>, elements: &[Element]) -> fmt::Result {
+fn write_elements(f: &mut fmt::Formatter<'_>, elements: &[Element]) -> fmt::Result {
     if elements.is_empty() {
         return Ok(());
     }

@@ -88,7 +88,7 @@ fn recycle(v: Vec<f64>) {
 
 /// An empty Vec with room for `n` elements: a pooled one if one fits (at least `n`,
 /// at most `2n`), a new one otherwise.
-pub(crate) fn buffer(n: usize) -> Vec<f64> {
+fn buffer(n: usize) -> Vec<f64> {
     if n >= POOL_MIN_LEN {
         let pooled = POOL.try_with(|pool| {
             let mut pool = pool.try_borrow_mut().ok()?;
@@ -106,7 +106,7 @@ pub(crate) fn buffer(n: usize) -> Vec<f64> {
 }
 
 /// `n` elements from an iterator into a (possibly pooled) buffer.
-pub(crate) fn collect_data(n: usize, items: impl Iterator<Item = f64>) -> Data {
+fn collect_data(n: usize, items: impl Iterator<Item = f64>) -> Data {
     if n == 1 {
         let mut items = items;
         return Data::One(items.next().expect("one element"));
@@ -567,7 +567,7 @@ impl Tensor {
 }
 
 /// Call `f(flat, multi_index)` for every element of `shape`, in row-major order.
-pub(crate) fn for_each_index(shape: &[usize], mut f: impl FnMut(usize, &[usize])) {
+fn for_each_index(shape: &[usize], mut f: impl FnMut(usize, &[usize])) {
     let n: usize = shape.iter().product();
     let mut index = Shape::from_elem(0, shape.len());
     for flat in 0..n {
