@@ -104,6 +104,17 @@ fn chain_div(upstream: f64, local: f64) -> f64 {
     }
 }
 
+/// The upstream for each operand that wants a gradient, cloned only if both do, so
+/// that a rule for one operand owns the buffer and can write into it.
+fn share(up: Tensor, wanted: &[bool]) -> [Option<Tensor>; 2] {
+    match (wanted[0], wanted[1]) {
+        (true, true) => [Some(up.clone()), Some(up)],
+        (true, false) => [Some(up), None],
+        (false, true) => [None, Some(up)],
+        (false, false) => [None, None],
+    }
+}
+
 /// `f(upstream, other)` elementwise and broadcast, reusing upstream's buffer if it can.
 fn zip_grad(upstream: Tensor, other: &Tensor, f: impl Fn(f64, f64) -> f64) -> Tensor {
     let shape = broadcast_shapes(upstream.shape(), other.shape()).expect("shapes broadcast");
@@ -207,10 +218,7 @@ binary_op!(
     "add",
     |a, b| a + b,
     |_, _, _, u| (u, u),
-    |_, _, _, up, wanted| {
-        let gb = wanted[1].then(|| up.clone());
-        [wanted[0].then_some(up), gb]
-    }
+    |_, _, _, up, wanted| share(up, wanted)
 );
 
 // ---- sub: a - b --------------------------------------------------------------------
@@ -220,8 +228,8 @@ binary_op!(
     |a, b| a - b,
     |_, _, _, u| (u, -u),
     |_, _, _, up, wanted| {
-        let ga = wanted[0].then(|| up.clone());
-        [ga, wanted[1].then(|| up.map_in_place(|u| -u))]
+        let [ga, gb] = share(up, wanted);
+        [ga, gb.map(|g| g.map_in_place(|u| -u))]
     }
 );
 
@@ -232,8 +240,11 @@ binary_op!(
     |a, b| a * b,
     |a, b, _, u| (chain(u, b), chain(u, a)),
     |a, b, _, up, wanted| {
-        let ga = wanted[0].then(|| zip_grad(up.clone(), b, chain));
-        [ga, wanted[1].then(|| zip_grad(up, a, chain))]
+        let [ua, ub] = share(up, wanted);
+        [
+            ua.map(|u| zip_grad(u, b, chain)),
+            ub.map(|u| zip_grad(u, a, chain)),
+        ]
     }
 );
 
@@ -245,9 +256,9 @@ binary_op!(
     |a, b| a / b,
     |_, b, out, u| (chain_div(u, b), -chain_div(chain(u, out), b)),
     |_, b, out, up, wanted| {
-        let gb = wanted[1]
-            .then(|| zip_grad(zip_grad(up.clone(), out, chain), b, |v, y| -chain_div(v, y)));
-        [wanted[0].then(|| zip_grad(up, b, chain_div)), gb]
+        let [ua, ub] = share(up, wanted);
+        let gb = ub.map(|u| zip_grad(zip_grad(u, out, chain), b, |v, y| -chain_div(v, y)));
+        [ua.map(|u| zip_grad(u, b, chain_div)), gb]
     }
 );
 

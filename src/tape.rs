@@ -104,6 +104,7 @@ impl Tape {
     /// Gradients of the old recording no longer answer for vars of the new one.
     pub fn clear(&mut self) {
         self.nodes.get_mut().clear();
+        self.grads.get_mut().clear();
         self.id = NEXT_TAPE_ID.fetch_add(1, Ordering::Relaxed);
     }
 
@@ -277,7 +278,12 @@ impl<'t> Var<'t> {
         grads[root] = Grad::from(seed);
         for i in (0..=root).rev() {
             let node = &nodes[i];
+            // Leaves keep their slot (read below); a node with only constants behind it
+            // has nobody to pass a gradient to.
             let Kind::Op(op) = &node.kind else { continue };
+            if !node.tracked {
+                continue;
+            }
             let upstream = std::mem::take(&mut grads[i]);
             let inputs = node.inputs.as_slice();
             // A rank-0 node of rank-0 inputs: the op's rule on plain numbers.
@@ -445,7 +451,8 @@ impl Gradients {
     pub fn wrt(&self, var: Var<'_>) -> &Tensor {
         if var.tape.id != self.tape {
             panic!(
-                "tapegrad: wrt: var #{} belongs to another tape than these gradients (at {})",
+                "tapegrad: wrt: var #{} belongs to another tape than these gradients, or the \
+                 tape was cleared since they were computed (at {})",
                 var.index,
                 Location::caller()
             );
