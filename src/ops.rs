@@ -16,7 +16,8 @@
 
 use crate::tape::{Rule, Tape, Var};
 use crate::tensor::{
-    Shape, Tensor, broadcast_shapes, data_from_vec, pairwise_sum, sum_to, zip_broadcast, zip_into,
+    Shape, Tensor, broadcast_shapes, data_from_vec, pairwise_sum, sum_to, zeroed, zip_broadcast,
+    zip_into,
 };
 use smallvec::smallvec;
 use std::ops;
@@ -592,7 +593,7 @@ impl Op for SumAxis {
         }
         let outer: usize = shape[..axis].iter().product();
         let (len, inner): (usize, usize) = (shape[axis], shape[axis + 1..].iter().product());
-        let mut out = vec![0.0; outer * inner];
+        let mut out = zeroed(outer * inner);
         let data = x[0].data();
         if inner == 1 {
             // The last axis: contiguous rows, summed pairwise like `sum` and `np.sum`.
@@ -661,7 +662,7 @@ impl Op for MatMul {
             ));
         }
         let (m, k, n) = (a.shape()[0], a.shape()[1], b.shape()[1]);
-        let mut out = vec![0.0; m * n];
+        let mut out = zeroed(m * n);
         for i in 0..m {
             let row = &mut out[i * n..(i + 1) * n];
             for p in 0..k {
@@ -679,7 +680,7 @@ impl Op for MatMul {
         let (u, ad, bd) = (up.data(), a.data(), b.data());
         let ga = wanted[0].then(|| {
             // ga[i, p] = sum_j up[i, j] * b[p, j]
-            let mut g = vec![0.0; m * k];
+            let mut g = zeroed(m * k);
             for i in 0..m {
                 for p in 0..k {
                     let (urow, brow) = (&u[i * n..(i + 1) * n], &bd[p * n..(p + 1) * n]);
@@ -690,7 +691,7 @@ impl Op for MatMul {
         });
         let gb = wanted[1].then(|| {
             // gb[p, j] = sum_i a[i, p] * up[i, j]
-            let mut g = vec![0.0; k * n];
+            let mut g = zeroed(k * n);
             for i in 0..m {
                 for p in 0..k {
                     let aip = ad[i * k + p];

@@ -88,7 +88,7 @@ fn recycle(v: Vec<f64>) {
 
 /// An empty Vec with room for `n` elements: a pooled one if one fits (at least `n`,
 /// at most `2n`), a new one otherwise.
-fn buffer(n: usize) -> Vec<f64> {
+pub(crate) fn buffer(n: usize) -> Vec<f64> {
     if n >= POOL_MIN_LEN {
         let pooled = POOL.try_with(|pool| {
             let mut pool = pool.try_borrow_mut().ok()?;
@@ -103,6 +103,13 @@ fn buffer(n: usize) -> Vec<f64> {
         }
     }
     Vec::with_capacity(n)
+}
+
+/// `n` zeros in a (possibly pooled) buffer, for results filled by accumulation.
+pub(crate) fn zeroed(n: usize) -> Vec<f64> {
+    let mut v = buffer(n);
+    v.resize(n, 0.0);
+    v
 }
 
 /// `n` elements from an iterator into a (possibly pooled) buffer.
@@ -458,7 +465,7 @@ fn zip_strided(
     f: &impl Fn(f64, f64) -> f64,
 ) -> Vec<f64> {
     let n: usize = out.iter().product();
-    let mut result = Vec::with_capacity(n);
+    let mut result = buffer(n);
     if n == 0 {
         return result;
     }
@@ -540,7 +547,7 @@ pub(crate) fn sum_to(grad: Tensor, out: &[usize], target: &[usize]) -> Tensor {
             }
         }
     }
-    let mut reduced = vec![0.0; kept.iter().product()];
+    let mut reduced = zeroed(kept.iter().product());
     let strides = strides_in(&kept, g.shape());
     for_each_index(g.shape(), |flat, index| {
         let at: usize = index.iter().zip(&strides).map(|(i, s)| i * s).sum();
