@@ -573,3 +573,83 @@ fn sum_axis_over_the_last_axis_is_pairwise_like_sum() {
     assert_eq!(by_axis.to_bits(), whole.to_bits());
     assert_eq!(whole, tapegrad::pairwise_sum(&values));
 }
+
+type Binary = for<'t> fn(Var<'t>, Var<'t>) -> Var<'t>;
+type Unary = for<'t> fn(Var<'t>) -> Var<'t>;
+
+/// A leaf holding `x`: rank 0, or the tensor `[x, x]`.
+fn leaf(tape: &Tape, x: f64, rank0: bool) -> Var<'_> {
+    tape.var(if rank0 {
+        Tensor::scalar(x)
+    } else {
+        Tensor::from(vec![x, x])
+    })
+}
+
+/// Gradients of `op` at the inputs for the upstream `u` (first element of each).
+fn grads_with_upstream(op: Operator, inputs: &[f64], rank0: bool, u: f64) -> Vec<f64> {
+    let tape = Tape::new();
+    let vars: Vec<Var> = inputs.iter().map(|&x| leaf(&tape, x, rank0)).collect();
+    let y = match op {
+        Operator::Unary(f) => f(vars[0]),
+        Operator::Binary(f) => f(vars[0], vars[1]),
+    };
+    let seed = if rank0 {
+        Tensor::scalar(u)
+    } else {
+        Tensor::from(vec![u, u])
+    };
+    let g = y.backward_with(seed);
+    vars.iter().map(|&v| g.wrt(v).data()[0]).collect()
+}
+
+#[derive(Clone, Copy)]
+enum Operator {
+    Unary(Unary),
+    Binary(Binary),
+}
+
+/// Elementwise ops carry their backward rule twice: on plain numbers for rank-0 nodes
+/// and over tensors. Both must give the same bits for every special value and upstream.
+#[test]
+fn rank0_and_tensor_backward_rules_agree_bit_for_bit_on_special_values() {
+    let specials = [NAN, INF, -INF, 0.0, -0.0, 1.0, -1.0, 2.0];
+    let upstreams = [0.0, 1.0, -3.0, INF, NAN];
+    let ops: [(&str, Operator); 9] = [
+        ("add", Operator::Binary(|a, b| a + b)),
+        ("sub", Operator::Binary(|a, b| a - b)),
+        ("mul", Operator::Binary(|a, b| a * b)),
+        ("div", Operator::Binary(|a, b| a / b)),
+        ("max", Operator::Binary(|a, b| max(a, b))),
+        ("min", Operator::Binary(|a, b| min(a, b))),
+        ("neg", Operator::Unary(|a| -a)),
+        ("exp", Operator::Unary(|a| a.exp())),
+        ("ln", Operator::Unary(|a| a.ln())),
+    ];
+    let mut mismatches = Vec::new();
+    for &u in &upstreams {
+        for &a in &specials {
+            for &b in &specials {
+                for (name, op) in ops {
+                    let inputs = match op {
+                        Operator::Unary(_) => vec![a],
+                        Operator::Binary(_) => vec![a, b],
+                    };
+                    let scalar = grads_with_upstream(op, &inputs, true, u);
+                    let tensor = grads_with_upstream(op, &inputs, false, u);
+                    if !scalar.iter().zip(&tensor).all(|(&s, &t)| same_bits(s, t)) {
+                        mismatches.push(format!(
+                            "{name}{inputs:?} upstream {u}: rank-0 {scalar:?}, tensor {tensor:?}"
+                        ));
+                    }
+                }
+            }
+        }
+    }
+    assert!(
+        mismatches.is_empty(),
+        "{} mismatches:\n{}",
+        mismatches.len(),
+        mismatches.join("\n")
+    );
+}
