@@ -334,6 +334,7 @@ impl<'t> Var<'t> {
 
 /// The operands of a one- or two-input node as plain numbers, if all are rank-0 (the
 /// second is 0 for one input): what `Op::forward_scalar` and `Op::backward_scalar` take.
+#[inline]
 fn scalar_operands(nodes: &[Node], inputs: &[usize]) -> Option<[f64; 2]> {
     let scalar = |j: usize| nodes[j].value.as_scalar();
     match *inputs {
@@ -403,6 +404,7 @@ impl Grad {
     }
 
     /// Add a contribution that is the same for every element.
+    #[inline]
     fn add_scalar(&mut self, g: f64) {
         *self = match std::mem::take(self) {
             Grad::None => Grad::Scalar(g),

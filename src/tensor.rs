@@ -267,6 +267,7 @@ impl Tensor {
     }
 
     /// The element of a rank-0 tensor; `None` for any other rank.
+    #[inline]
     pub(crate) fn as_scalar(&self) -> Option<f64> {
         match (self.shape.is_empty(), &self.data) {
             (true, Data::One(x)) => Some(*x),
