@@ -42,7 +42,7 @@
 #![deny(missing_docs)]
 
 pub mod check;
-mod dot;
+mod display;
 pub mod losses;
 mod ops;
 mod tape;

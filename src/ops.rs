@@ -1,89 +1,236 @@
-//! Every op: its forward and backward rule side by side, one section per op (the
-//! elementwise ones also give both rules on plain numbers, for rank-0 operands), and the
-//! methods on `Var` that record them. Adding an op means adding a section and a method.
+//! Every op, each in one section: its maths and the `Var` method (or operator) that
+//! records it, side by side.
 //!
-//! Backward rules receive `upstream`, the gradient of the loss with respect to the op's
-//! output. It may be *smaller* than the output (any shape that broadcasts to it): a
-//! gradient that is the same everywhere, like the one `sum` sends back, stays one
-//! number instead of N copies. Rules return gradients that broadcast to each input's
-//! shape ([`sum_to`] undoes the forward broadcast).
+//! An elementwise op is one [`PerElement`] rule and nothing else: the value of an output
+//! element, and the gradient of each input element given the inputs, the output and the
+//! upstream element. [`Elementwise`] turns any rule into an op once for all of them:
+//! numpy broadcasting in the forward, the rank-0 path on plain numbers (micrograd's
+//! workload), and the tensor backward, whose gradients [`sum_to`] reduces back to each
+//! operand's shape. Adding an elementwise op is adding a rule and its method.
+//!
+//! The other ops (reductions, reshape, matmul) implement [`Op`] directly.
 //!
 //! Two rules hold throughout:
-//! - `max`/`min` *select*: the element routed away gets exactly 0, never `0 * upstream`.
+//! - `max`/`min` *select*: the side routed away gets exactly 0, never `0 * upstream`.
 //! - A zero upstream is a hard zero: `upstream * local` is 0 where `upstream` is 0, even
 //!   where the local derivative is inf or NaN. An element the loss does not depend on
 //!   gets gradient 0, as in the closed form, not an IEEE `0 * inf = NaN`.
 
-use crate::tape::{Rule, Tape, Var};
+use crate::tape::{InputGrads, Op, Var};
 use crate::tensor::{
-    Shape, Tensor, broadcast_shapes, data_from_vec, pairwise_sum, sum_to, zeroed, zip_broadcast,
-    zip_into,
+    Shape, Tensor, broadcast_shapes, buffer, data_from_vec, pairwise_sum, sum_to, zeroed,
+    zip_broadcast,
 };
 use smallvec::smallvec;
 use std::ops;
 
-/// Gradients for an op's inputs, in input order; `None` where an input is not tracked.
-pub(crate) enum Grads {
-    /// One- and two-input ops (no heap).
-    Two([Option<Tensor>; 2]),
-    /// Custom ops with any number of inputs.
-    Many(Vec<Option<Tensor>>),
+// ---- the elementwise machinery -------------------------------------------------------
+
+/// The maths of one elementwise op of one or two inputs, per element. This is the only
+/// place an elementwise op's value and derivative are written.
+pub(crate) trait PerElement: 'static {
+    /// Name shown in panics, `Display for Tape` and DOT output.
+    const NAME: &'static str;
+    /// Whether the gradients depend on the upstream element alone (add, sub, neg): then
+    /// a uniform upstream gives uniform gradients, kept as one number.
+    const UPSTREAM_ONLY: bool = false;
+    /// The output element from the input elements (`b` is 0 for a one-input op).
+    fn value(&self, a: f64, b: f64) -> f64;
+    /// The gradients of `a` and `b` (the second ignored for a one-input op), given the
+    /// inputs, the output `out` and the upstream element `u`. A zero `u` must give
+    /// exactly 0 (see the module docs).
+    fn grad(&self, a: f64, b: f64, out: f64, u: f64) -> [f64; 2];
 }
 
-impl Grads {
-    /// Call `f(input position, gradient)` for every gradient present.
-    pub(crate) fn each(self, mut f: impl FnMut(usize, Tensor)) {
-        match self {
-            Grads::Two([a, b]) => {
-                if let Some(a) = a {
-                    f(0, a);
-                }
-                if let Some(b) = b {
-                    f(1, b);
-                }
+/// An op generated from a [`PerElement`] rule.
+struct Elementwise<R>(R);
+
+/// Record the elementwise op `rule` on `inputs` (one or two vars of one tape).
+#[track_caller]
+fn record<'t, R: PerElement>(rule: R, inputs: &[Var<'t>]) -> Var<'t> {
+    inputs[0].tape.push(Box::new(Elementwise(rule)), inputs)
+}
+
+impl<R: PerElement> Op for Elementwise<R> {
+    fn name(&self) -> &str {
+        R::NAME
+    }
+
+    fn forward(&self, x: &[&Tensor]) -> Result<Tensor, String> {
+        let rule = &self.0;
+        match *x {
+            [a] => Ok(a.map(|a| rule.value(a, 0.0))),
+            [a, b] => {
+                let shape = broadcast_shapes(a.shape(), b.shape()).ok_or_else(|| {
+                    format!(
+                        "{}: shapes {:?} and {:?} do not broadcast",
+                        R::NAME,
+                        a.shape(),
+                        b.shape()
+                    )
+                })?;
+                Ok(zip_broadcast(a, b, &shape, |a, b| rule.value(a, b)))
             }
-            Grads::Many(all) => {
-                for (k, g) in all.into_iter().enumerate() {
-                    if let Some(g) = g {
-                        f(k, g);
-                    }
-                }
+            _ => unreachable!("elementwise ops take one or two inputs"),
+        }
+    }
+
+    fn forward_scalar(&self, [a, b]: [f64; 2]) -> Option<f64> {
+        Some(self.0.value(a, b))
+    }
+
+    fn backward_scalar(&self, [a, b]: [f64; 2], out: f64, u: f64) -> Option<[f64; 2]> {
+        Some(self.0.grad(a, b, out, u))
+    }
+
+    fn backward(&self, x: &[&Tensor], out: &Tensor, up: Tensor, tracked: &[bool]) -> InputGrads {
+        let wanted = [tracked[0], tracked.get(1) == Some(&true)];
+        let shape = out.shape();
+        let n = out.len();
+        let local = if R::UPSTREAM_ONLY && up.len() == 1 {
+            // Uniform upstream, gradients that read nothing else: one number each.
+            let g = self.0.grad(0.0, 0.0, 0.0, up.data()[0]);
+            [0, 1].map(|k| wanted[k].then(|| Tensor::scalar(g[k])))
+        } else {
+            // Operands that are neither one number nor the output's shape are laid out
+            // at the output's shape first (a broadcast that is not a scalar's).
+            let flat = |t: &Tensor| (t.len() > 1 && t.len() != n).then(|| t.broadcast_to(shape));
+            let a_wide = flat(x[0]);
+            let b_wide = x.get(1).and_then(|b| flat(b));
+            let a = a_wide.as_ref().unwrap_or(x[0]).data();
+            let b = match x.get(1) {
+                Some(b) => b_wide.as_ref().unwrap_or(b).data(),
+                None => &[0.0],
+            };
+            let up = if up.len() > 1 && up.len() != n {
+                up.broadcast_to(shape)
+            } else {
+                up
+            };
+            let rule = &self.0;
+            let out = out.data();
+            match (a.len() == 1, b.len() == 1) {
+                (true, true) => generated(rule, a[0], b[0], out, up, wanted, shape),
+                (true, false) => generated(rule, a[0], b, out, up, wanted, shape),
+                (false, true) => generated(rule, a, b[0], out, up, wanted, shape),
+                (false, false) => generated(rule, a, b, out, up, wanted, shape),
             }
+        };
+        let [ga, gb] = local;
+        let reduce = |g: Tensor, input: &Tensor| sum_to(g, shape, input.shape());
+        let mut grads: InputGrads = smallvec![ga.map(|g| reduce(g, x[0]))];
+        if let Some(b) = x.get(1) {
+            grads.push(gb.map(|g| reduce(g, b)));
+        }
+        grads
+    }
+}
+
+/// An operand of the generated backward loop: one number for every element, or one per
+/// element. Generic, so that each combination compiles to its own tight loop.
+trait Source: Copy {
+    /// Element `i` (any `i` below the `n` given to `first`).
+    fn at(self, i: usize) -> f64;
+    /// The first `n` elements (so the loop's index needs no bounds check).
+    fn first(self, n: usize) -> Self;
+}
+
+impl Source for f64 {
+    #[inline(always)]
+    fn at(self, _: usize) -> f64 {
+        self
+    }
+    fn first(self, _: usize) -> f64 {
+        self
+    }
+}
+
+impl Source for &[f64] {
+    #[inline(always)]
+    fn at(self, i: usize) -> f64 {
+        self[i]
+    }
+    fn first(self, n: usize) -> Self {
+        &self[..n]
+    }
+}
+
+/// The gradients of the wanted operands at the output's shape, from the rule applied to
+/// every element. `up` has one element or as many as the output.
+fn generated<R: PerElement>(
+    rule: &R,
+    a: impl Source,
+    b: impl Source,
+    out: &[f64],
+    up: Tensor,
+    wanted: [bool; 2],
+    shape: &[usize],
+) -> [Option<Tensor>; 2] {
+    let n = out.len();
+    let (a, b) = (a.first(n), b.first(n));
+    let g = move |i: usize, u: f64| rule.grad(a.at(i), b.at(i), out[i], u);
+    // One operand wants a gradient and nobody else holds the upstream: write in place.
+    if wanted[0] != wanted[1] && up.len() == n && n > 1 {
+        let mut up = up.into_reshaped(Shape::from_slice(shape));
+        if let Some(data) = up.unique_mut() {
+            match wanted[0] {
+                true => in_place(data, |i, u| g(i, u)[0]),
+                false => in_place(data, |i, u| g(i, u)[1]),
+            }
+            return if wanted[0] {
+                [Some(up), None]
+            } else {
+                [None, Some(up)]
+            };
+        }
+        let up = &up.data()[..n];
+        return fill(wanted, n, shape, move |i| g(i, up[i]));
+    }
+    match up.data() {
+        &[u] => fill(wanted, n, shape, move |i| g(i, u)),
+        up => {
+            let up = &up[..n];
+            fill(wanted, n, shape, move |i| g(i, up[i]))
         }
     }
 }
-/// The gradients of a binary op's two operands.
-type Pair = [Option<Tensor>; 2];
 
-/// The gradient of a one-input op.
-fn single(g: Tensor) -> Grads {
-    Grads::Two([Some(g), None])
+/// `data[i] = grad(i, data[i])`: the upstream replaced by the gradient.
+fn in_place(data: &mut [f64], grad: impl Fn(usize, f64) -> f64) {
+    for (i, u) in data.iter_mut().enumerate() {
+        *u = grad(i, *u);
+    }
 }
 
-/// The forward and backward rule of one op.
-pub(crate) trait Op {
-    /// Name shown in panics, `Display for Tape` and DOT output.
-    fn name(&self) -> &str;
-    /// The output, or a message naming the op and the offending shapes.
-    fn forward(&self, inputs: &[&Tensor]) -> Result<Tensor, String>;
-    /// Gradients for the inputs given the upstream gradient (see the module docs);
-    /// `wanted[i]` says whether input `i` needs one.
-    fn backward(
-        &self,
-        inputs: &[&Tensor],
-        out: &Tensor,
-        upstream: Tensor,
-        wanted: &[bool],
-    ) -> Grads;
-    /// For the elementwise ops, the forward rule on rank-0 operands as plain numbers
-    /// (micrograd's workload): the same value as `forward`, without building tensors.
-    fn forward_scalar(&self, _inputs: [f64; 2]) -> Option<f64> {
-        None
-    }
-    /// The backward rule on rank-0 operands as plain numbers: the gradients of the (up
-    /// to two) inputs, `upstream` already applied.
-    fn backward_scalar(&self, _inputs: [f64; 2], _out: f64, _upstream: f64) -> Option<[f64; 2]> {
-        None
+/// New tensors of `shape` for the wanted operands, element `i` from `grad(i)`.
+fn fill(
+    wanted: [bool; 2],
+    n: usize,
+    shape: &[usize],
+    grad: impl Fn(usize) -> [f64; 2] + Copy,
+) -> [Option<Tensor>; 2] {
+    let tensor = |v: Vec<f64>| Tensor::from_parts(data_from_vec(v), Shape::from_slice(shape));
+    let one = |k: usize| {
+        let mut v = buffer(n);
+        match k {
+            0 => v.extend((0..n).map(move |i| grad(i)[0])),
+            _ => v.extend((0..n).map(move |i| grad(i)[1])),
+        }
+        tensor(v)
+    };
+    match wanted {
+        [true, false] => [Some(one(0)), None],
+        [false, true] => [None, Some(one(1))],
+        [true, true] => {
+            let (mut ga, mut gb) = (buffer(n), buffer(n));
+            for i in 0..n {
+                let [x, y] = grad(i);
+                ga.push(x);
+                gb.push(y);
+            }
+            [Some(tensor(ga)), Some(tensor(gb))]
+        }
+        [false, false] => [None, None],
     }
 }
 
@@ -105,40 +252,9 @@ fn chain_div(upstream: f64, local: f64) -> f64 {
     }
 }
 
-/// The upstream for each operand that wants a gradient, cloned only if both do, so
-/// that a rule for one operand owns the buffer and can write into it.
-fn share(up: Tensor, wanted: &[bool]) -> [Option<Tensor>; 2] {
-    match (wanted[0], wanted[1]) {
-        (true, true) => [Some(up.clone()), Some(up)],
-        (true, false) => [Some(up), None],
-        (false, true) => [None, Some(up)],
-        (false, false) => [None, None],
-    }
-}
-
-/// `f(upstream, other)` elementwise and broadcast, reusing upstream's buffer if it can.
-fn zip_grad(upstream: Tensor, other: &Tensor, f: impl Fn(f64, f64) -> f64) -> Tensor {
-    let shape = broadcast_shapes(upstream.shape(), other.shape()).expect("shapes broadcast");
-    zip_into(upstream, other, &shape, f)
-}
-
-fn broadcast_or_err(name: &str, a: &Tensor, b: &Tensor) -> Result<Shape, String> {
-    broadcast_shapes(a.shape(), b.shape()).ok_or_else(|| {
-        format!(
-            "{name}: shapes {:?} and {:?} do not broadcast",
-            a.shape(),
-            b.shape()
-        )
-    })
-}
-
 /// Either operand of a binary op: a `Var` or an `f64` (which becomes a constant).
 pub trait Operands<'t> {
     /// Both operands as vars on one tape.
-    ///
-    /// # Panics
-    /// If an `f64` must become a constant while a [`Var::value`] guard is alive.
-    #[track_caller]
     fn vars(self) -> (Var<'t>, Var<'t>);
 }
 
@@ -162,207 +278,239 @@ impl<'t> Operands<'t> for (f64, Var<'t>) {
     }
 }
 
-impl<'t> Var<'t> {
-    #[track_caller]
-    fn binary(self, op: Rule, other: Var<'t>) -> Var<'t> {
-        self.tape.push(op, &[self, other])
-    }
-
-    #[track_caller]
-    fn unary(self, op: Rule) -> Var<'t> {
-        self.tape.push(op, &[self])
-    }
-}
-
-/// Elementwise ops of two operands with numpy broadcasting.
-///
-/// - `$forward(a, b)` maps two elements to one.
-/// - `$backward_scalar(a, b, out, upstream)` is the backward rule for one element: the
-///   gradients of `a` and `b`. The sweep uses it directly for rank-0 nodes (micrograd's
-///   workload).
-/// - `$backward(a, b, out, upstream, wanted)` is the same rule over whole tensors,
-///   written to reuse buffers; it returns gradients at the broadcast shape, and
-///   `sum_to` reduces them to the operands' shapes.
-macro_rules! binary_op {
-    ($op:ident, $name:literal, $forward:expr, $backward_scalar:expr, $backward:expr) => {
-        struct $op;
-        impl Op for $op {
-            fn name(&self) -> &str {
-                $name
-            }
-            fn forward(&self, x: &[&Tensor]) -> Result<Tensor, String> {
-                let forward = |a: f64, b: f64| -> f64 { ($forward)(a, b) };
-                let shape = broadcast_or_err($name, x[0], x[1])?;
-                Ok(zip_broadcast(x[0], x[1], &shape, forward))
-            }
-            fn forward_scalar(&self, [a, b]: [f64; 2]) -> Option<f64> {
-                Some(($forward)(a, b))
-            }
-            fn backward_scalar(&self, [a, b]: [f64; 2], out: f64, up: f64) -> Option<[f64; 2]> {
-                let rule: fn(f64, f64, f64, f64) -> (f64, f64) = $backward_scalar;
-                let (ga, gb) = rule(a, b, out, up);
-                Some([ga, gb])
-            }
-            fn backward(&self, x: &[&Tensor], out: &Tensor, up: Tensor, wanted: &[bool]) -> Grads {
-                let backward: fn(&Tensor, &Tensor, &Tensor, Tensor, &[bool]) -> Pair = $backward;
-                let [ga, gb] = backward(x[0], x[1], out, up, wanted);
-                let reduce = |g: Tensor, input: &Tensor| sum_to(g, out.shape(), input.shape());
-                Grads::Two([ga.map(|g| reduce(g, x[0])), gb.map(|g| reduce(g, x[1]))])
-            }
-        }
-    };
-}
-
-// ---- add: a + b --------------------------------------------------------------------
-binary_op!(
-    Add,
-    "add",
-    |a, b| a + b,
-    |_, _, _, u| (u, u),
-    |_, _, _, up, wanted| share(up, wanted)
-);
-
-// ---- sub: a - b --------------------------------------------------------------------
-binary_op!(
-    Sub,
-    "sub",
-    |a, b| a - b,
-    |_, _, _, u| (u, -u),
-    |_, _, _, up, wanted| {
-        let [ga, gb] = share(up, wanted);
-        [ga, gb.map(|g| g.map_in_place(|u| -u))]
-    }
-);
-
-// ---- mul: a * b --------------------------------------------------------------------
-binary_op!(
-    Mul,
-    "mul",
-    |a, b| a * b,
-    |a, b, _, u| (chain(u, b), chain(u, a)),
-    |a, b, _, up, wanted| {
-        let [ua, ub] = share(up, wanted);
-        [
-            ua.map(|u| zip_grad(u, b, chain)),
-            ub.map(|u| zip_grad(u, a, chain)),
-        ]
-    }
-);
-
-// ---- div: a / b (IEEE: x / 0 is ±inf or NaN, nothing is clamped) -------------------
-// d(a/b)/da = 1/b, d(a/b)/db = -(a/b)/b = -out/b
-binary_op!(
-    Div,
-    "div",
-    |a, b| a / b,
-    |_, b, out, u| (chain_div(u, b), -chain_div(chain(u, out), b)),
-    |_, b, out, up, wanted| {
-        let [ua, ub] = share(up, wanted);
-        let gb = ub.map(|u| zip_grad(zip_grad(u, out, chain), b, |v, y| -chain_div(v, y)));
-        [ua.map(|u| zip_grad(u, b, chain_div)), gb]
-    }
-);
-
-// ---- max: np.maximum (NaN wins); gradient to b where b > a, to a elsewhere ----------
-binary_op!(
-    Max,
-    "max",
-    |a: f64, b: f64| if a.is_nan() || a > b { a } else { b },
-    |a, b, _, u| if b > a { (0.0, u) } else { (u, 0.0) },
-    |a, b, out, up, wanted| select(a, b, out, up, wanted, |a, b| b > a)
-);
-
-// ---- min: np.minimum (NaN wins); gradient to b where b < a, to a elsewhere ----------
-binary_op!(
-    Min,
-    "min",
-    |a: f64, b: f64| if a.is_nan() || a < b { a } else { b },
-    |a, b, _, u| if b < a { (0.0, u) } else { (u, 0.0) },
-    |a, b, out, up, wanted| select(a, b, out, up, wanted, |a, b| b < a)
-);
-
-/// The backward of `max`/`min`: route each upstream element to `b` where `to_b(a, b)`
-/// and to `a` everywhere else (ties and NaN included, so `max(0, z)` has gradient
-/// exactly `z > 0`). The other side gets exactly 0: selected, not multiplied.
-fn select(
-    a: &Tensor,
-    b: &Tensor,
-    out: &Tensor,
-    up: Tensor,
-    wanted: &[bool],
-    to_b: impl Fn(f64, f64) -> bool + Copy,
-) -> Pair {
-    let shape = out.shape();
-    if up.len() == 1 {
-        // A uniform upstream (e.g. from `sum`): one pass over the operands per side.
-        let u = up.data()[0];
-        let ga =
-            wanted[0].then(|| zip_broadcast(a, b, shape, |x, y| if to_b(x, y) { 0.0 } else { u }));
-        let gb =
-            wanted[1].then(|| zip_broadcast(a, b, shape, |x, y| if to_b(x, y) { u } else { 0.0 }));
-        return [ga, gb];
-    }
-    let up = up.broadcast_to(shape);
-    let routed = zip_broadcast(a, b, shape, |x, y| if to_b(x, y) { 1.0 } else { 0.0 });
-    let ga = wanted[0]
-        .then(|| zip_broadcast(&up, &routed, shape, |u, r| if r == 1.0 { 0.0 } else { u }));
-    let gb = wanted[1].then(|| zip_into(up, &routed, shape, |u, r| if r == 1.0 { u } else { 0.0 }));
-    [ga, gb]
-}
-
-macro_rules! operators {
-    ($trait:ident, $method:ident, $op:ident) => {
+/// `a op b` for the arithmetic operators, between vars and with an `f64` on either side.
+macro_rules! operator {
+    ($trait:ident, $method:ident, $rule:ident) => {
         /// Elementwise, broadcast like numpy.
         ///
         /// # Panics
-        /// If the shapes do not broadcast, the vars belong to different tapes, or a
-        /// [`Var::value`] guard of this tape is alive.
+        /// If the shapes do not broadcast or the vars belong to different tapes.
         impl<'t> ops::$trait<Var<'t>> for Var<'t> {
             type Output = Var<'t>;
             #[track_caller]
             fn $method(self, rhs: Var<'t>) -> Var<'t> {
-                self.binary(Rule::Static(&$op), rhs)
+                record($rule, &[self, rhs])
             }
         }
         /// Elementwise with a constant (recorded as a rank-0 constant node).
-        ///
-        /// # Panics
-        /// If a [`Var::value`] guard of this tape is alive.
         impl<'t> ops::$trait<f64> for Var<'t> {
             type Output = Var<'t>;
             #[track_caller]
             fn $method(self, rhs: f64) -> Var<'t> {
                 let (a, b) = (self, rhs).vars();
-                a.binary(Rule::Static(&$op), b)
+                record($rule, &[a, b])
             }
         }
         /// Elementwise with a constant (recorded as a rank-0 constant node).
-        ///
-        /// # Panics
-        /// If a [`Var::value`] guard of this tape is alive.
         impl<'t> ops::$trait<Var<'t>> for f64 {
             type Output = Var<'t>;
             #[track_caller]
             fn $method(self, rhs: Var<'t>) -> Var<'t> {
                 let (a, b) = (self, rhs).vars();
-                a.binary(Rule::Static(&$op), b)
+                record($rule, &[a, b])
             }
         }
     };
 }
 
-operators!(Add, add, Add);
-operators!(Sub, sub, Sub);
-operators!(Mul, mul, Mul);
-operators!(Div, div, Div);
+// ---- add: a + b ------------------------------------------------------------------------
+struct Add;
+impl PerElement for Add {
+    const NAME: &'static str = "add";
+    const UPSTREAM_ONLY: bool = true;
+    fn value(&self, a: f64, b: f64) -> f64 {
+        a + b
+    }
+    fn grad(&self, _: f64, _: f64, _: f64, u: f64) -> [f64; 2] {
+        [u, u]
+    }
+}
+operator!(Add, add, Add);
+
+// ---- sub: a - b ------------------------------------------------------------------------
+struct Sub;
+impl PerElement for Sub {
+    const NAME: &'static str = "sub";
+    const UPSTREAM_ONLY: bool = true;
+    fn value(&self, a: f64, b: f64) -> f64 {
+        a - b
+    }
+    fn grad(&self, _: f64, _: f64, _: f64, u: f64) -> [f64; 2] {
+        [u, -u]
+    }
+}
+operator!(Sub, sub, Sub);
+
+// ---- mul: a * b ------------------------------------------------------------------------
+struct Mul;
+impl PerElement for Mul {
+    const NAME: &'static str = "mul";
+    fn value(&self, a: f64, b: f64) -> f64 {
+        a * b
+    }
+    fn grad(&self, a: f64, b: f64, _: f64, u: f64) -> [f64; 2] {
+        [chain(u, b), chain(u, a)]
+    }
+}
+operator!(Mul, mul, Mul);
+
+// ---- div: a / b (IEEE: x / 0 is ±inf or NaN, nothing is clamped) ----------------------
+// d(a/b)/da = 1/b, d(a/b)/db = -(a/b)/b = -out/b
+struct Div;
+impl PerElement for Div {
+    const NAME: &'static str = "div";
+    fn value(&self, a: f64, b: f64) -> f64 {
+        a / b
+    }
+    fn grad(&self, _: f64, b: f64, out: f64, u: f64) -> [f64; 2] {
+        [chain_div(u, b), -chain_div(chain(u, out), b)]
+    }
+}
+operator!(Div, div, Div);
+
+// ---- neg: -a ---------------------------------------------------------------------------
+struct Neg;
+impl PerElement for Neg {
+    const NAME: &'static str = "neg";
+    const UPSTREAM_ONLY: bool = true;
+    fn value(&self, a: f64, _: f64) -> f64 {
+        -a
+    }
+    fn grad(&self, _: f64, _: f64, _: f64, u: f64) -> [f64; 2] {
+        [-u, 0.0]
+    }
+}
+
+/// Elementwise negation.
+impl<'t> ops::Neg for Var<'t> {
+    type Output = Var<'t>;
+    #[track_caller]
+    fn neg(self) -> Var<'t> {
+        record(Neg, &[self])
+    }
+}
+
+// ---- exp: d e^a = e^a ------------------------------------------------------------------
+struct Exp;
+impl PerElement for Exp {
+    const NAME: &'static str = "exp";
+    fn value(&self, a: f64, _: f64) -> f64 {
+        a.exp()
+    }
+    fn grad(&self, _: f64, _: f64, out: f64, u: f64) -> [f64; 2] {
+        [chain(u, out), 0.0]
+    }
+}
+
+// ---- ln: d ln a = 1 / a ----------------------------------------------------------------
+struct Ln;
+impl PerElement for Ln {
+    const NAME: &'static str = "ln";
+    fn value(&self, a: f64, _: f64) -> f64 {
+        a.ln()
+    }
+    fn grad(&self, a: f64, _: f64, _: f64, u: f64) -> [f64; 2] {
+        [chain_div(u, a), 0.0]
+    }
+}
+
+impl<'t> Var<'t> {
+    /// Elementwise `e^x`.
+    #[track_caller]
+    pub fn exp(self) -> Var<'t> {
+        record(Exp, &[self])
+    }
+
+    /// Elementwise natural logarithm (IEEE: `ln(0) = -inf`, `ln(-1) = NaN`).
+    #[track_caller]
+    pub fn ln(self) -> Var<'t> {
+        record(Ln, &[self])
+    }
+}
+
+// ---- max and min: numpy's values; the tie rule for the gradient -----------------------
+
+/// Where the gradient of `max`/`min` goes where neither operand wins (a tie, or a NaN
+/// on either side), fixed when the op is recorded from which operands are tracked: to
+/// the untracked one, or half to each if both are tracked. A type parameter, so the
+/// backward loop has no branch on it.
+const TO_FIRST: u8 = 0;
+const TO_SECOND: u8 = 1;
+const SPLIT: u8 = 2;
+
+/// The tie rule of `max(a, b)` and `min(a, b)`: the untracked operand gets a tie (the
+/// first if neither is tracked: nothing flows then), half to each if both are tracked.
+#[track_caller]
+fn tie_of(a: Var<'_>, b: Var<'_>) -> u8 {
+    match (a.is_tracked(), b.is_tracked()) {
+        (true, true) => SPLIT,
+        (true, false) => TO_SECOND,
+        (false, _) => TO_FIRST,
+    }
+}
+
+/// The gradients of a selecting op: `u` to the winner (`a` where `a_wins`, `b` where
+/// `b_wins`), exactly 0 to the other; where neither wins, by the tie rule `TIE`.
+#[inline(always)]
+fn select<const TIE: u8>(a_wins: bool, b_wins: bool, u: f64) -> [f64; 2] {
+    let (tie_a, tie_b) = match TIE {
+        TO_FIRST => (u, 0.0),
+        TO_SECOND => (0.0, u),
+        _ => (0.5 * u, 0.5 * u),
+    };
+    let ga = if a_wins {
+        u
+    } else if b_wins {
+        0.0
+    } else {
+        tie_a
+    };
+    let gb = if b_wins {
+        u
+    } else if a_wins {
+        0.0
+    } else {
+        tie_b
+    };
+    [ga, gb]
+}
+
+/// `np.maximum`: NaN where either operand is NaN, `b` at a tie (numpy returns b).
+struct Max<const TIE: u8>;
+impl<const TIE: u8> PerElement for Max<TIE> {
+    const NAME: &'static str = "max";
+    fn value(&self, a: f64, b: f64) -> f64 {
+        if a.is_nan() || a > b { a } else { b }
+    }
+    fn grad(&self, a: f64, b: f64, _: f64, u: f64) -> [f64; 2] {
+        select::<TIE>(a > b, b > a, u)
+    }
+}
+
+/// `np.minimum`: NaN where either operand is NaN, `b` at a tie.
+struct Min<const TIE: u8>;
+impl<const TIE: u8> PerElement for Min<TIE> {
+    const NAME: &'static str = "min";
+    fn value(&self, a: f64, b: f64) -> f64 {
+        if a.is_nan() || a < b { a } else { b }
+    }
+    fn grad(&self, a: f64, b: f64, _: f64, u: f64) -> [f64; 2] {
+        select::<TIE>(a < b, b < a, u)
+    }
+}
 
 /// Elementwise maximum of two operands (vars or `f64`s), broadcast like `np.maximum`.
 ///
-/// - Value: NaN where either operand is NaN (like `np.maximum`, unlike `f64::max`).
-/// - Gradient: goes to `b` where `b > a`, and to `a` everywhere else, ties and NaN
-///   included; the other operand gets exactly 0. So `max(0.0, z)` has gradient exactly
-///   `np.where(z > 0, 1, 0)`, and the hinge loss matches its closed form at
-///   `pred * target == 1`. (JAX, autograd and PyTorch's `maximum` give 0.5 at ties.)
+/// - Value: NaN where either operand is NaN (like `np.maximum`, unlike `f64::max`), and
+///   `b` at a tie, as numpy returns.
+/// - Gradient: to `a` where `a > b`, to `b` where `b > a`; the other operand gets
+///   exactly 0 (selected, never multiplied). Where neither wins (a tie, or a NaN on
+///   either side): to the *untracked* operand if exactly one is untracked (a constant,
+///   or an expression of constants), so nothing flows back; split 0.5 and 0.5 if both
+///   are tracked. So `max(a, b)` and `max(b, a)` have the same gradient, `max(0.0, z)`
+///   and `z.max(0.0)` both have gradient exactly `np.where(z > 0, 1, 0)`, the hinge loss
+///   matches its closed form at `pred * target == 1`, and `max(x, -x)` has gradient
+///   `np.sign(x)` (0 at 0).
 ///
 /// ```
 /// use tapegrad::{max, Tape, Tensor};
@@ -370,6 +518,10 @@ operators!(Div, div, Div);
 /// let z = tape.var(Tensor::from(vec![-1.0, 0.0, 2.0]));
 /// let g = max(0.0, z).sum().backward();
 /// assert_eq!(g.wrt(z).data(), &[0.0, 0.0, 1.0]); // the tie at 0 goes to the constant
+/// let g = z.max(0.0).sum().backward();
+/// assert_eq!(g.wrt(z).data(), &[0.0, 0.0, 1.0]); // whichever side the constant is on
+/// let g = max(z, -z).sum().backward();
+/// assert_eq!(g.wrt(z).data(), &[-1.0, 0.0, 1.0]); // two tracked operands: half each
 /// ```
 ///
 /// # Panics
@@ -380,11 +532,16 @@ where
     (A, B): Operands<'t>,
 {
     let (a, b) = (a, b).vars();
-    a.binary(Rule::Static(&Max), b)
+    match tie_of(a, b) {
+        TO_FIRST => record(Max::<TO_FIRST>, &[a, b]),
+        TO_SECOND => record(Max::<TO_SECOND>, &[a, b]),
+        _ => record(Max::<SPLIT>, &[a, b]),
+    }
 }
 
-/// Elementwise minimum, the mirror of [`max`]: NaN wins; the gradient goes to `b` where
-/// `b < a` and to `a` everywhere else (ties and NaN included).
+/// Elementwise minimum, the mirror of [`max`]: NaN wins, `b` at a tie; the gradient
+/// goes to the smaller operand, and where neither is smaller (a tie or a NaN), by the
+/// same rule as `max`: to the untracked operand, or half to each if both are tracked.
 ///
 /// # Panics
 /// If the shapes do not broadcast, or the vars belong to different tapes.
@@ -394,7 +551,11 @@ where
     (A, B): Operands<'t>,
 {
     let (a, b) = (a, b).vars();
-    a.binary(Rule::Static(&Min), b)
+    match tie_of(a, b) {
+        TO_FIRST => record(Min::<TO_FIRST>, &[a, b]),
+        TO_SECOND => record(Min::<TO_SECOND>, &[a, b]),
+        _ => record(Min::<SPLIT>, &[a, b]),
+    }
 }
 
 impl<'t> Var<'t> {
@@ -421,129 +582,6 @@ impl<'t> Var<'t> {
     {
         min(self, other)
     }
-
-    /// Sum of all elements (pairwise, as accurate as `np.sum`), shape `[]`; 0 for an
-    /// empty var.
-    ///
-    /// # Panics
-    /// If a [`Var::value`] guard of this tape is still alive (as every op).
-    #[track_caller]
-    pub fn sum(self) -> Var<'t> {
-        self.unary(Rule::Static(&Sum))
-    }
-
-    /// Mean of all elements, shape `[]` (NaN for an empty var, like numpy).
-    ///
-    /// # Panics
-    /// If a [`Var::value`] guard of this tape is still alive (as every op).
-    #[track_caller]
-    pub fn mean(self) -> Var<'t> {
-        self.unary(Rule::Static(&Mean))
-    }
-
-    /// Sum over `axis`, which is dropped from the shape (like `np.sum(x, axis)`).
-    ///
-    /// # Panics
-    /// If `axis` is not below the var's rank (the message names the axis and the shape).
-    #[track_caller]
-    pub fn sum_axis(self, axis: usize) -> Var<'t> {
-        self.unary(Rule::Owned(Box::new(SumAxis(axis))))
-    }
-
-    /// The same elements under another shape (row-major, like `np.reshape`).
-    ///
-    /// # Panics
-    /// If the element counts differ.
-    #[track_caller]
-    pub fn reshape(self, shape: &[usize]) -> Var<'t> {
-        self.unary(Rule::Owned(Box::new(Reshape(Shape::from_slice(shape)))))
-    }
-
-    /// Matrix product of two 2-d vars: `[m, k] x [k, n] -> [m, n]`.
-    ///
-    /// # Panics
-    /// If either is not 2-d, the inner dimensions differ, or the vars belong to
-    /// different tapes.
-    #[track_caller]
-    pub fn matmul(self, other: Var<'t>) -> Var<'t> {
-        self.binary(Rule::Static(&MatMul), other)
-    }
-
-    /// Elementwise `e^x`.
-    ///
-    /// # Panics
-    /// If a [`Var::value`] guard of this tape is still alive (as every op).
-    #[track_caller]
-    pub fn exp(self) -> Var<'t> {
-        self.unary(Rule::Static(&Exp))
-    }
-
-    /// Elementwise natural logarithm (IEEE: `ln(0) = -inf`, `ln(-1) = NaN`).
-    ///
-    /// # Panics
-    /// If a [`Var::value`] guard of this tape is still alive (as every op).
-    #[track_caller]
-    pub fn ln(self) -> Var<'t> {
-        self.unary(Rule::Static(&Ln))
-    }
-}
-
-/// Ops of one operand. `$forward` maps an element; `$backward_scalar(x, out, upstream)` is
-/// the gradient of one element and `$backward(x, out, upstream)` the same over a tensor.
-macro_rules! unary_op {
-    ($op:ident, $name:literal, $forward:expr, $backward_scalar:expr, $backward:expr) => {
-        struct $op;
-        impl Op for $op {
-            fn name(&self) -> &str {
-                $name
-            }
-            fn forward(&self, x: &[&Tensor]) -> Result<Tensor, String> {
-                Ok(x[0].map($forward))
-            }
-            fn forward_scalar(&self, [a, _]: [f64; 2]) -> Option<f64> {
-                let forward: fn(f64) -> f64 = $forward;
-                Some(forward(a))
-            }
-            fn backward_scalar(&self, [a, _]: [f64; 2], out: f64, up: f64) -> Option<[f64; 2]> {
-                let rule: fn(f64, f64, f64) -> f64 = $backward_scalar;
-                Some([rule(a, out, up), 0.0])
-            }
-            fn backward(&self, x: &[&Tensor], out: &Tensor, up: Tensor, _: &[bool]) -> Grads {
-                let backward: fn(&Tensor, &Tensor, Tensor) -> Tensor = $backward;
-                single(backward(x[0], out, up))
-            }
-        }
-    };
-}
-
-// ---- neg: -a -------------------------------------------------------------------------
-unary_op!(Neg, "neg", |a| -a, |_, _, u| -u, |_, _, up| up
-    .map_in_place(|u| -u));
-
-// ---- exp: d e^a = e^a ------------------------------------------------------------------
-unary_op!(
-    Exp,
-    "exp",
-    f64::exp,
-    |_, out, u| chain(u, out),
-    |_, out, up| zip_grad(up, out, chain)
-);
-
-// ---- ln: d ln a = 1 / a ----------------------------------------------------------------
-unary_op!(Ln, "ln", f64::ln, |a, _, u| chain_div(u, a), |a, _, up| {
-    zip_grad(up, a, chain_div)
-});
-
-/// Elementwise negation.
-///
-/// # Panics
-/// If a [`Var::value`] guard of this tape is alive.
-impl<'t> ops::Neg for Var<'t> {
-    type Output = Var<'t>;
-    #[track_caller]
-    fn neg(self) -> Var<'t> {
-        self.unary(Rule::Static(&Neg))
-    }
 }
 
 // ---- sum: all elements to one; the gradient is upstream everywhere (kept as one number)
@@ -555,8 +593,8 @@ impl Op for Sum {
     fn forward(&self, x: &[&Tensor]) -> Result<Tensor, String> {
         Ok(Tensor::scalar(pairwise_sum(x[0].data())))
     }
-    fn backward(&self, _: &[&Tensor], _: &Tensor, up: Tensor, _: &[bool]) -> Grads {
-        single(up)
+    fn backward(&self, _: &[&Tensor], _: &Tensor, up: Tensor, _: &[bool]) -> InputGrads {
+        smallvec![Some(up)]
     }
 }
 
@@ -571,9 +609,24 @@ impl Op for Mean {
             pairwise_sum(x[0].data()) / x[0].len() as f64,
         ))
     }
-    fn backward(&self, x: &[&Tensor], _: &Tensor, up: Tensor, _: &[bool]) -> Grads {
+    fn backward(&self, x: &[&Tensor], _: &Tensor, up: Tensor, _: &[bool]) -> InputGrads {
         let n = x[0].len() as f64;
-        single(up.map_in_place(|u| u / n))
+        smallvec![Some(up.map_in_place(|u| u / n))]
+    }
+}
+
+impl<'t> Var<'t> {
+    /// Sum of all elements (pairwise, as accurate as `np.sum`), shape `[]`; 0 for an
+    /// empty var.
+    #[track_caller]
+    pub fn sum(self) -> Var<'t> {
+        self.tape.push(Box::new(Sum), &[self])
+    }
+
+    /// Mean of all elements, shape `[]` (NaN for an empty var, like numpy).
+    #[track_caller]
+    pub fn mean(self) -> Var<'t> {
+        self.tape.push(Box::new(Mean), &[self])
     }
 }
 
@@ -613,15 +666,25 @@ impl Op for SumAxis {
         out_shape.remove(axis);
         Ok(Tensor::from_parts(data_from_vec(out), out_shape))
     }
-    fn backward(&self, _: &[&Tensor], out: &Tensor, up: Tensor, _: &[bool]) -> Grads {
+    fn backward(&self, _: &[&Tensor], out: &Tensor, up: Tensor, _: &[bool]) -> InputGrads {
         if up.len() == 1 {
-            return single(Tensor::scalar(up.data()[0]));
+            return smallvec![Some(Tensor::scalar(up.data()[0]))];
         }
         // Put the summed axis back as a 1, so the gradient broadcasts along it.
         let mut shape = Shape::from_slice(out.shape());
         shape.insert(self.0, 1);
-        let g = up.broadcast_to(out.shape()).into_reshaped(shape);
-        single(g)
+        smallvec![Some(up.broadcast_to(out.shape()).into_reshaped(shape))]
+    }
+}
+
+impl<'t> Var<'t> {
+    /// Sum over `axis`, which is dropped from the shape (like `np.sum(x, axis)`).
+    ///
+    /// # Panics
+    /// If `axis` is not below the var's rank (the message names the axis and the shape).
+    #[track_caller]
+    pub fn sum_axis(self, axis: usize) -> Var<'t> {
+        self.tape.push(Box::new(SumAxis(axis)), &[self])
     }
 }
 
@@ -634,14 +697,26 @@ impl Op for Reshape {
     fn forward(&self, x: &[&Tensor]) -> Result<Tensor, String> {
         x[0].reshape(&self.0).map_err(|e| e.to_string())
     }
-    fn backward(&self, x: &[&Tensor], out: &Tensor, up: Tensor, _: &[bool]) -> Grads {
+    fn backward(&self, x: &[&Tensor], out: &Tensor, up: Tensor, _: &[bool]) -> InputGrads {
         if up.len() == 1 {
-            return single(Tensor::scalar(up.data()[0]));
+            return smallvec![Some(Tensor::scalar(up.data()[0]))];
         }
         let g = up
             .broadcast_to(out.shape())
             .into_reshaped(Shape::from_slice(x[0].shape()));
-        single(g)
+        smallvec![Some(g)]
+    }
+}
+
+impl<'t> Var<'t> {
+    /// The same elements under another shape (row-major, like `np.reshape`).
+    ///
+    /// # Panics
+    /// If the element counts differ.
+    #[track_caller]
+    pub fn reshape(self, shape: &[usize]) -> Var<'t> {
+        self.tape
+            .push(Box::new(Reshape(Shape::from_slice(shape))), &[self])
     }
 }
 
@@ -673,12 +748,12 @@ impl Op for MatMul {
         }
         Ok(Tensor::from_parts(data_from_vec(out), smallvec![m, n]))
     }
-    fn backward(&self, x: &[&Tensor], out: &Tensor, up: Tensor, wanted: &[bool]) -> Grads {
+    fn backward(&self, x: &[&Tensor], out: &Tensor, up: Tensor, tracked: &[bool]) -> InputGrads {
         let (a, b) = (x[0], x[1]);
         let up = up.broadcast_to(out.shape());
         let (m, k, n) = (a.shape()[0], a.shape()[1], b.shape()[1]);
         let (u, ad, bd) = (up.data(), a.data(), b.data());
-        let ga = wanted[0].then(|| {
+        let ga = tracked[0].then(|| {
             // ga[i, p] = sum_j up[i, j] * b[p, j]
             let mut g = zeroed(m * k);
             for i in 0..m {
@@ -689,7 +764,7 @@ impl Op for MatMul {
             }
             Tensor::from_parts(data_from_vec(g), smallvec![m, k])
         });
-        let gb = wanted[1].then(|| {
+        let gb = tracked[1].then(|| {
             // gb[p, j] = sum_i a[i, p] * up[i, j]
             let mut g = zeroed(k * n);
             for i in 0..m {
@@ -704,103 +779,18 @@ impl Op for MatMul {
             }
             Tensor::from_parts(data_from_vec(g), smallvec![k, n])
         });
-        Grads::Two([ga, gb])
+        smallvec![ga, gb]
     }
 }
 
-// ---- custom: a user-supplied forward and backward ------------------------------------
-type CustomForward = Box<dyn Fn(&[&Tensor]) -> Tensor>;
-type CustomBackward = Box<dyn Fn(&[&Tensor], &Tensor, &Tensor) -> Vec<Tensor>>;
-
-struct Custom {
-    name: String,
-    forward: CustomForward,
-    backward: CustomBackward,
-}
-
-impl Op for Custom {
-    fn name(&self) -> &str {
-        &self.name
-    }
-    fn forward(&self, x: &[&Tensor]) -> Result<Tensor, String> {
-        Ok((self.forward)(x))
-    }
-    fn backward(&self, x: &[&Tensor], out: &Tensor, up: Tensor, wanted: &[bool]) -> Grads {
-        let up = up.broadcast_to(out.shape());
-        let grads = (self.backward)(x, out, &up);
-        if grads.len() != x.len() {
-            panic!(
-                "tapegrad: custom op '{}': backward returned {} gradients for {} inputs",
-                self.name,
-                grads.len(),
-                x.len()
-            );
-        }
-        let grads = grads
-            .into_iter()
-            .zip(x)
-            .zip(wanted)
-            .enumerate()
-            .map(|(i, ((g, input), &want))| {
-                if g.shape() != input.shape() {
-                    panic!(
-                        "tapegrad: custom op '{}': backward returned shape {:?} for input {i} \
-                         of shape {:?}",
-                        self.name,
-                        g.shape(),
-                        input.shape()
-                    );
-                }
-                want.then_some(g)
-            })
-            .collect();
-        Grads::Many(grads)
-    }
-}
-
-impl Tape {
-    /// Record an op with a hand-written forward and backward, so a manual gradient can be
-    /// checked in context (by [`crate::check::gradcheck`] against finite differences, or
-    /// by [`crate::check::compare`] against the same function built from tape ops).
-    ///
-    /// - `forward(inputs)` returns the output value.
-    /// - `backward(inputs, output, upstream)` returns one gradient per input, each of
-    ///   that input's shape; `upstream` has the output's shape.
-    ///
-    /// ```
-    /// use tapegrad::{Tape, Tensor};
-    /// let tape = Tape::new();
-    /// let x = tape.var(Tensor::from(vec![1.0, 2.0]));
-    /// // square, with its derivative written by hand
-    /// let y = tape.custom(
-    ///     "square",
-    ///     &[x],
-    ///     |x| Tensor::new(x[0].data().iter().map(|v| v * v).collect(), x[0].shape()).unwrap(),
-    ///     |x, _out, up| {
-    ///         let g = x[0].data().iter().zip(up.data()).map(|(v, u)| 2.0 * v * u).collect();
-    ///         vec![Tensor::new(g, x[0].shape()).unwrap()]
-    ///     },
-    /// );
-    /// let grads = y.sum().backward();
-    /// assert_eq!(grads.wrt(x).data(), &[2.0, 4.0]);
-    /// ```
+impl<'t> Var<'t> {
+    /// Matrix product of two 2-d vars: `[m, k] x [k, n] -> [m, n]`.
     ///
     /// # Panics
-    /// If the inputs belong to another tape; during `backward`, if the backward returns
-    /// the wrong number of gradients or a gradient of the wrong shape.
+    /// If either is not 2-d, the inner dimensions differ, or the vars belong to
+    /// different tapes.
     #[track_caller]
-    pub fn custom<'t>(
-        &'t self,
-        name: &str,
-        inputs: &[Var<'t>],
-        forward: impl Fn(&[&Tensor]) -> Tensor + 'static,
-        backward: impl Fn(&[&Tensor], &Tensor, &Tensor) -> Vec<Tensor> + 'static,
-    ) -> Var<'t> {
-        let op = Custom {
-            name: name.to_string(),
-            forward: Box::new(forward),
-            backward: Box::new(backward),
-        };
-        self.push(Rule::Owned(Box::new(op)), inputs)
+    pub fn matmul(self, other: Var<'t>) -> Var<'t> {
+        self.tape.push(Box::new(MatMul), &[self, other])
     }
 }

@@ -1,11 +1,13 @@
-//! The tape (`Tape`), the handle to a value on it (`Var`), and the reverse sweep that
-//! turns a loss into `Gradients`.
+//! The tape (`Tape`), the handle to a value on it (`Var`), the contract every op keeps
+//! with the reverse sweep (`Op`), the sweep itself, and the `Gradients` it returns.
 //!
 //! The tape is a flat list of nodes in creation order. An op can only use values that
 //! already exist, so creation order is a topological order, and `backward` is a single
 //! loop from the loss down to the first node: no recursion, no hash map, no sort.
+//!
+//! Ops depend on this module, never the other way round: `ops.rs` implements [`Op`] and
+//! records nodes with [`Tape::push`].
 
-use crate::ops::Op;
 use crate::tensor::{Shape, Tensor, broadcast_shapes, zip_into};
 use smallvec::SmallVec;
 use std::cell::{Ref, RefCell, RefMut};
@@ -13,15 +15,57 @@ use std::fmt;
 use std::panic::Location;
 use std::sync::atomic::{AtomicU64, Ordering};
 
+/// What the reverse sweep needs from an op: its name, its forward rule and its backward
+/// rule. `ops.rs` holds every implementation.
+pub(crate) trait Op {
+    /// Name shown in panics, `Display for Tape` and DOT output.
+    fn name(&self) -> &str;
+    /// The output, or a message naming the op and the offending shapes or values.
+    fn forward(&self, inputs: &[&Tensor]) -> Result<Tensor, String>;
+    /// Gradients for the inputs, in input order, given `upstream`, the gradient of the
+    /// loss with respect to the output; `None` where `tracked[k]` is false.
+    ///
+    /// `upstream` may be *smaller* than the output (any shape that broadcasts to it): a
+    /// gradient that is the same everywhere, like the one `sum` sends back, stays one
+    /// number instead of N copies. Likewise the gradients returned need only broadcast
+    /// to their inputs' shapes.
+    fn backward(
+        &self,
+        inputs: &[&Tensor],
+        out: &Tensor,
+        upstream: Tensor,
+        tracked: &[bool],
+    ) -> InputGrads;
+    /// The forward rule on rank-0 operands as plain numbers (the second is 0 for one
+    /// input), for the elementwise ops: the same value as `forward`, without tensors.
+    fn forward_scalar(&self, _inputs: [f64; 2]) -> Option<f64> {
+        None
+    }
+    /// The backward rule on rank-0 operands as plain numbers: the gradients of the (up
+    /// to two) inputs, `upstream` already applied.
+    fn backward_scalar(&self, _inputs: [f64; 2], _out: f64, _upstream: f64) -> Option<[f64; 2]> {
+        None
+    }
+}
+
+/// The gradients an op's backward returns, one per input (no heap for up to two).
+pub(crate) type InputGrads = SmallVec<[Option<Tensor>; 2]>;
+
 /// A recording of every value computed, in creation order.
 ///
 /// Make leaves with [`Tape::var`] (differentiated) and [`Tape::constant`] (not), combine
 /// them with the ops on [`Var`], then call [`Var::backward`].
+///
+/// A tape belongs to one thread: it is neither `Send` nor `Sync`, because recording
+/// mutates it through a shared `&Tape` (every [`Var`] holds one) without a lock, which
+/// keeps each op cheap. To check gradients from several threads, give each thread its
+/// own tape; [`Tensor`] and [`Gradients`] are `Send + Sync`, so inputs and results move
+/// freely between threads.
 pub struct Tape {
     pub(crate) nodes: RefCell<Vec<Node>>,
     /// One gradient slot per node during a sweep; kept between sweeps (empty) so a
     /// training loop that reuses the tape reuses the slots too.
-    grads: RefCell<Vec<Grad>>,
+    slots: RefCell<Vec<Slot>>,
     id: u64,
 }
 
@@ -36,24 +80,8 @@ pub(crate) struct Node {
 pub(crate) enum Kind {
     Var,
     Constant,
-    Op(Rule),
-}
-
-/// An op's rules: a shared static for the ops without parameters (no allocation per
-/// node, nothing to drop), a box for those with (an axis, a shape, closures).
-pub(crate) enum Rule {
-    Static(&'static dyn Op),
-    Owned(Box<dyn Op>),
-}
-
-impl std::ops::Deref for Rule {
-    type Target = dyn Op;
-    fn deref(&self) -> &(dyn Op + 'static) {
-        match self {
-            Rule::Static(op) => *op,
-            Rule::Owned(op) => op.as_ref(),
-        }
-    }
+    /// A box of a zero-sized op (most of them) does not allocate.
+    Op(Box<dyn Op>),
 }
 
 impl Kind {
@@ -84,17 +112,19 @@ impl Tape {
     pub fn with_capacity(nodes: usize) -> Tape {
         Tape {
             nodes: RefCell::new(Vec::with_capacity(nodes)),
-            grads: RefCell::new(Vec::new()),
+            slots: RefCell::new(Vec::new()),
             id: NEXT_TAPE_ID.fetch_add(1, Ordering::Relaxed),
         }
     }
 
     /// The number of nodes recorded so far.
+    #[track_caller]
     pub fn len(&self) -> usize {
-        self.nodes.borrow().len()
+        self.read("len").len()
     }
 
     /// Whether nothing has been recorded.
+    #[track_caller]
     pub fn is_empty(&self) -> bool {
         self.len() == 0
     }
@@ -104,14 +134,14 @@ impl Tape {
     /// Gradients of the old recording no longer answer for vars of the new one.
     pub fn clear(&mut self) {
         self.nodes.get_mut().clear();
-        self.grads.get_mut().clear();
+        self.slots.get_mut().clear();
         self.id = NEXT_TAPE_ID.fetch_add(1, Ordering::Relaxed);
     }
 
     /// A leaf whose gradient [`Var::backward`] computes.
     ///
     /// # Panics
-    /// If a [`Var::value`] guard of this tape is still alive.
+    /// If called from inside a custom op's forward or backward on this tape.
     #[track_caller]
     pub fn var(&self, value: Tensor) -> Var<'_> {
         let mut nodes = self.record("var");
@@ -121,7 +151,7 @@ impl Tape {
     /// A leaf that is not differentiated (data, labels, fixed parameters).
     ///
     /// # Panics
-    /// If a [`Var::value`] guard of this tape is still alive.
+    /// If called from inside a custom op's forward or backward on this tape.
     #[track_caller]
     pub fn constant(&self, value: Tensor) -> Var<'_> {
         let mut nodes = self.record("constant");
@@ -130,7 +160,7 @@ impl Tape {
 
     /// Record `op` applied to `inputs`: the forward rule runs now.
     #[track_caller]
-    pub(crate) fn push(&self, op: Rule, inputs: &[Var<'_>]) -> Var<'_> {
+    pub(crate) fn push(&self, op: Box<dyn Op>, inputs: &[Var<'_>]) -> Var<'_> {
         for v in inputs {
             if !std::ptr::eq(v.tape, self) {
                 panic!(
@@ -149,10 +179,14 @@ impl Tape {
         // Rank-0 operands of an elementwise op: its rule on plain numbers.
         let value = match scalar_operands(&nodes, &inputs).and_then(|x| op.forward_scalar(x)) {
             Some(value) => Tensor::scalar(value),
-            None => match with_inputs(&nodes, &inputs, |values, _| op.forward(values)) {
-                Ok(value) => value,
-                Err(message) => panic!("tapegrad: {message} (at {})", Location::caller()),
-            },
+            None => {
+                let values: SmallVec<[&Tensor; 2]> =
+                    inputs.iter().map(|&j| &nodes[j].value).collect();
+                match op.forward(&values) {
+                    Ok(value) => value,
+                    Err(message) => panic!("tapegrad: {message} (at {})", Location::caller()),
+                }
+            }
         };
         let tracked = inputs.iter().any(|&j| nodes[j].tracked);
         self.append(&mut nodes, Kind::Op(op), inputs, value, tracked)
@@ -161,14 +195,19 @@ impl Tape {
     /// The node list, to record a node named `what`.
     #[track_caller]
     fn record(&self, what: &str) -> RefMut<'_, Vec<Node>> {
-        let Ok(nodes) = self.nodes.try_borrow_mut() else {
-            panic!(
-                "tapegrad: {what}: the tape is borrowed by a live `value()` guard; drop it \
-                 (or clone the tensor) before adding ops (at {})",
-                Location::caller()
-            );
-        };
-        nodes
+        match self.nodes.try_borrow_mut() {
+            Ok(nodes) => nodes,
+            Err(_) => busy(what),
+        }
+    }
+
+    /// The node list, to read it for `what`.
+    #[track_caller]
+    pub(crate) fn read(&self, what: &str) -> Ref<'_, Vec<Node>> {
+        match self.nodes.try_borrow() {
+            Ok(nodes) => nodes,
+            Err(_) => busy(what),
+        }
     }
 
     fn append(
@@ -189,6 +228,109 @@ impl Tape {
             tape: self,
             index: nodes.len() - 1,
         }
+    }
+
+    /// Record an op with a hand-written forward and backward, so a manual gradient can be
+    /// checked in context (by [`crate::check::gradcheck`] against finite differences, or
+    /// by [`crate::check::compare`] against the same function built from tape ops).
+    ///
+    /// - `forward(inputs)` returns the output value.
+    /// - `backward(inputs, output, upstream)` returns one gradient per input, each of
+    ///   that input's shape; `upstream` has the output's shape.
+    ///
+    /// Both compute on the tensors they are given: neither may record on this tape or
+    /// call `backward` on it (that panics, saying so).
+    ///
+    /// ```
+    /// use tapegrad::{Tape, Tensor};
+    /// let tape = Tape::new();
+    /// let x = tape.var(Tensor::from(vec![1.0, 2.0]));
+    /// // square, with its derivative written by hand
+    /// let y = tape.custom(
+    ///     "square",
+    ///     &[x],
+    ///     |x| Tensor::new(x[0].data().iter().map(|v| v * v).collect(), x[0].shape()).unwrap(),
+    ///     |x, _out, up| {
+    ///         let g = x[0].data().iter().zip(up.data()).map(|(v, u)| 2.0 * v * u).collect();
+    ///         vec![Tensor::new(g, x[0].shape()).unwrap()]
+    ///     },
+    /// );
+    /// let grads = y.sum().backward();
+    /// assert_eq!(grads.wrt(x).data(), &[2.0, 4.0]);
+    /// ```
+    ///
+    /// # Panics
+    /// If the inputs belong to another tape; during `backward`, if the backward returns
+    /// the wrong number of gradients or a gradient of the wrong shape.
+    #[track_caller]
+    pub fn custom<'t>(
+        &'t self,
+        name: &str,
+        inputs: &[Var<'t>],
+        forward: impl Fn(&[&Tensor]) -> Tensor + 'static,
+        backward: impl Fn(&[&Tensor], &Tensor, &Tensor) -> Vec<Tensor> + 'static,
+    ) -> Var<'t> {
+        let op = Custom {
+            name: name.to_string(),
+            forward: Box::new(forward),
+            backward: Box::new(backward),
+        };
+        self.push(Box::new(op), inputs)
+    }
+}
+
+/// The panic for a tape used while it is recording or sweeping: only a custom op's own
+/// forward or backward can get here.
+#[track_caller]
+fn busy(what: &str) -> ! {
+    panic!(
+        "tapegrad: {what}: the tape is busy recording an op or running backward; a custom \
+         op's forward and backward must compute on the tensors they are given, not record \
+         on their tape or call backward on it (at {})",
+        Location::caller()
+    )
+}
+
+/// An op with a user-supplied forward and backward ([`Tape::custom`]).
+struct Custom {
+    name: String,
+    forward: Box<dyn Fn(&[&Tensor]) -> Tensor>,
+    backward: Box<dyn Fn(&[&Tensor], &Tensor, &Tensor) -> Vec<Tensor>>,
+}
+
+impl Op for Custom {
+    fn name(&self) -> &str {
+        &self.name
+    }
+    fn forward(&self, x: &[&Tensor]) -> Result<Tensor, String> {
+        Ok((self.forward)(x))
+    }
+    fn backward(&self, x: &[&Tensor], out: &Tensor, up: Tensor, tracked: &[bool]) -> InputGrads {
+        let up = up.broadcast_to(out.shape());
+        let grads = (self.backward)(x, out, &up);
+        if grads.len() != x.len() {
+            panic!(
+                "tapegrad: custom op '{}': backward returned {} gradients for {} inputs",
+                self.name,
+                grads.len(),
+                x.len()
+            );
+        }
+        let checked = grads.into_iter().zip(x).zip(tracked).enumerate();
+        checked
+            .map(|(i, ((g, input), &want))| {
+                if g.shape() != input.shape() {
+                    panic!(
+                        "tapegrad: custom op '{}': backward returned shape {:?} for input {i} \
+                         of shape {:?}",
+                        self.name,
+                        g.shape(),
+                        input.shape()
+                    );
+                }
+                want.then_some(g)
+            })
+            .collect()
     }
 }
 
@@ -213,53 +355,59 @@ impl<'t> Var<'t> {
         self.index
     }
 
-    /// The var's value. The guard borrows the tape: drop it (or clone the tensor)
-    /// before recording more ops, or the next op panics and says so.
-    pub fn value(&self) -> Ref<'t, Tensor> {
-        Ref::map(self.tape.nodes.borrow(), |nodes| &nodes[self.index].value)
+    /// The var's value. The tensor shares its elements with the tape (an O(1) clone).
+    #[track_caller]
+    pub fn value(&self) -> Tensor {
+        self.tape.read("value")[self.index].value.clone()
     }
 
     /// The var's shape.
+    #[track_caller]
     pub fn shape(&self) -> Shape {
-        SmallVec::from_slice(self.value().shape())
+        Shape::from_slice(self.tape.read("shape")[self.index].value.shape())
+    }
+
+    /// Whether some [`Tape::var`] leaf reaches this var (so a gradient flows through it).
+    #[track_caller]
+    pub(crate) fn is_tracked(&self) -> bool {
+        self.tape.read("tracked")[self.index].tracked
     }
 
     /// Gradients of this one-element var with respect to every `Tape::var` leaf.
     ///
     /// # Panics
     /// If the var holds more than one element: use [`Var::backward_with`] with an
-    /// explicit upstream gradient.
+    /// explicit seed (upstream gradient).
     #[track_caller]
     pub fn backward(self) -> Gradients {
         let shape = self.shape();
-        if shape.iter().product::<usize>() != 1 {
+        let n: usize = shape.iter().product();
+        if n != 1 {
             panic!(
-                "tapegrad: backward: var has shape {:?} ({} elements); backward() needs a \
-                 one-element loss, use backward_with(seed) to give an upstream gradient \
+                "tapegrad: backward: var has shape {shape:?} ({n} elements); backward() needs \
+                 a one-element loss, use backward_with(seed) to give an upstream gradient \
                  (at {})",
-                shape,
-                shape.iter().product::<usize>(),
                 Location::caller()
             );
         }
         self.backward_with(Tensor::full(&shape, 1.0))
     }
 
-    /// Reverse sweep seeded with `seed`, the gradient of some scalar with respect to
-    /// this var (same shape as the var).
+    /// Reverse sweep started from `seed`, the *upstream gradient* of this var: the
+    /// gradient of some scalar with respect to it (same shape as the var). `backward()`
+    /// is `backward_with` a seed of ones.
     ///
     /// Every node's gradient is dropped as soon as it has been passed to its inputs;
     /// only the gradients of `Tape::var` leaves are kept.
     ///
     /// # Panics
-    /// If `seed`'s shape differs from the var's.
+    /// If `seed`'s shape differs from the var's, or if called from inside a custom op's
+    /// forward or backward on this tape.
     #[track_caller]
     pub fn backward_with(self, seed: Tensor) -> Gradients {
-        let Ok(nodes) = self.tape.nodes.try_borrow() else {
-            panic!(
-                "tapegrad: backward: the tape is being modified (at {})",
-                Location::caller()
-            );
+        let nodes = self.tape.read("backward");
+        let Ok(mut slots) = self.tape.slots.try_borrow_mut() else {
+            busy("backward")
         };
         let root = self.index;
         if seed.shape() != nodes[root].value.shape() {
@@ -272,10 +420,9 @@ impl<'t> Var<'t> {
         }
         // Fresh slots every sweep: nothing can be left over, even from a sweep that a
         // panicking custom backward unwound.
-        let mut grads = self.tape.grads.borrow_mut();
-        grads.clear();
-        grads.resize_with(root + 1, Grad::default);
-        grads[root] = Grad::from(seed);
+        slots.clear();
+        slots.resize_with(root + 1, Slot::default);
+        slots[root] = Slot::from(seed);
         for i in (0..=root).rev() {
             let node = &nodes[i];
             // Leaves keep their slot (read below); a node with only constants behind it
@@ -284,15 +431,15 @@ impl<'t> Var<'t> {
             if !node.tracked {
                 continue;
             }
-            let upstream = std::mem::take(&mut grads[i]);
+            let upstream = std::mem::take(&mut slots[i]);
             let inputs = node.inputs.as_slice();
             // A rank-0 node of rank-0 inputs: the op's rule on plain numbers.
-            if let (Grad::Scalar(u), Some(out)) = (&upstream, node.value.as_scalar()) {
+            if let (Slot::Scalar(u), Some(out)) = (&upstream, node.value.as_scalar()) {
                 let x = scalar_operands(&nodes, inputs);
                 if let Some(local) = x.and_then(|x| op.backward_scalar(x, out, *u)) {
                     for (&j, g) in inputs.iter().zip(local) {
                         if nodes[j].tracked {
-                            grads[j].add_scalar(g);
+                            slots[j].add_scalar(g);
                         }
                     }
                     continue;
@@ -301,17 +448,21 @@ impl<'t> Var<'t> {
             let Some(upstream) = upstream.into_tensor() else {
                 continue;
             };
-            let local = with_inputs(&nodes, inputs, |values, wanted| {
-                op.backward(values, &node.value, upstream, wanted)
-            });
-            local.each(|k, g| grads[inputs[k]].add(g));
+            let values: SmallVec<[&Tensor; 2]> = inputs.iter().map(|&j| &nodes[j].value).collect();
+            let tracked: SmallVec<[bool; 2]> = inputs.iter().map(|&j| nodes[j].tracked).collect();
+            let local = op.backward(&values, &node.value, upstream, &tracked);
+            for (&j, g) in inputs.iter().zip(local) {
+                if let Some(g) = g {
+                    slots[j].add(g);
+                }
+            }
         }
         // Keep the leaves' gradients, at exactly their shapes; leaves after the root
         // cannot be reached from it and get zeros.
         let mut leaves = Vec::new();
         for (i, node) in nodes.iter().enumerate() {
             if let Kind::Var = node.kind {
-                let grad = grads
+                let grad = slots
                     .get_mut(i)
                     .and_then(|g| std::mem::take(g).into_tensor());
                 let shape = node.value.shape();
@@ -323,7 +474,7 @@ impl<'t> Var<'t> {
                 leaves.push((i, g));
             }
         }
-        grads.clear();
+        slots.clear();
         Gradients {
             leaves,
             nodes: nodes.len(),
@@ -344,49 +495,32 @@ fn scalar_operands(nodes: &[Node], inputs: &[usize]) -> Option<[f64; 2]> {
     }
 }
 
-/// Run `f` on the values of the given nodes and whether each is tracked (no heap for one
-/// or two inputs).
-fn with_inputs<R>(nodes: &[Node], inputs: &[usize], f: impl FnOnce(&[&Tensor], &[bool]) -> R) -> R {
-    match *inputs {
-        [a] => f(&[&nodes[a].value], &[nodes[a].tracked]),
-        [a, b] => {
-            let (a, b) = (&nodes[a], &nodes[b]);
-            f(&[&a.value, &b.value], &[a.tracked, b.tracked])
-        }
-        _ => {
-            let values: Vec<&Tensor> = inputs.iter().map(|&j| &nodes[j].value).collect();
-            let wanted: Vec<bool> = inputs.iter().map(|&j| nodes[j].tracked).collect();
-            f(&values, &wanted)
-        }
-    }
-}
-
-/// A node's gradient during the sweep. One that is the same for every element is a
-/// plain number (it broadcasts like a rank-0 tensor), which keeps rank-0 graphs free of
-/// tensor moves.
+/// A node's gradient slot during the sweep: the sum of what its consumers sent back so
+/// far. One that is the same for every element is a plain number (it broadcasts like a
+/// rank-0 tensor), which keeps rank-0 graphs free of tensor moves.
 #[derive(Default)]
-enum Grad {
+enum Slot {
     #[default]
-    None,
+    Empty,
     Scalar(f64),
     /// Boxed so that a slot is 16 bytes: a sweep over 10^6 rank-0 nodes writes and
     /// reads every slot, and only non-scalar gradients pay for the box.
     Full(Box<Tensor>),
 }
 
-impl Grad {
-    fn from(g: Tensor) -> Grad {
+impl Slot {
+    fn from(g: Tensor) -> Slot {
         match g.as_scalar() {
-            Some(x) => Grad::Scalar(x),
-            None => Grad::Full(Box::new(g)),
+            Some(x) => Slot::Scalar(x),
+            None => Slot::Full(Box::new(g)),
         }
     }
 
     fn into_tensor(self) -> Option<Tensor> {
         match self {
-            Grad::None => None,
-            Grad::Scalar(x) => Some(Tensor::scalar(x)),
-            Grad::Full(t) => Some(*t),
+            Slot::Empty => None,
+            Slot::Scalar(x) => Some(Tensor::scalar(x)),
+            Slot::Full(t) => Some(*t),
         }
     }
 
@@ -395,7 +529,7 @@ impl Grad {
         match g.as_scalar() {
             Some(x) => self.add_scalar(x),
             None => {
-                *self = Grad::from(match std::mem::take(self).into_tensor() {
+                *self = Slot::from(match std::mem::take(self).into_tensor() {
                     None => g,
                     Some(acc) => accumulate(acc, g),
                 })
@@ -407,9 +541,9 @@ impl Grad {
     #[inline]
     fn add_scalar(&mut self, g: f64) {
         *self = match std::mem::take(self) {
-            Grad::None => Grad::Scalar(g),
-            Grad::Scalar(x) => Grad::Scalar(x + g),
-            Grad::Full(acc) => Grad::from(accumulate(*acc, Tensor::scalar(g))),
+            Slot::Empty => Slot::Scalar(g),
+            Slot::Scalar(x) => Slot::Scalar(x + g),
+            Slot::Full(acc) => Slot::from(accumulate(*acc, Tensor::scalar(g))),
         };
     }
 }
@@ -470,7 +604,7 @@ impl Gradients {
                 Location::caller()
             );
         }
-        let constant = matches!(var.tape.nodes.borrow()[var.index].kind, Kind::Constant);
+        let constant = matches!(var.tape.read("wrt")[var.index].kind, Kind::Constant);
         if constant {
             panic!(
                 "tapegrad: wrt: var #{} is a constant (Tape::constant) and has no gradient; \
@@ -490,7 +624,9 @@ impl Gradients {
 
 impl fmt::Debug for Var<'_> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let nodes = self.tape.nodes.borrow();
+        let Ok(nodes) = self.tape.nodes.try_borrow() else {
+            return write!(f, "Var(#{} on a busy tape)", self.index);
+        };
         let node = &nodes[self.index];
         write!(
             f,

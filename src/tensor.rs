@@ -275,6 +275,11 @@ impl Tensor {
         }
     }
 
+    /// The elements for writing in place, if no other tensor shares them.
+    pub(crate) fn unique_mut(&mut self) -> Option<&mut [f64]> {
+        self.data.unique_mut()
+    }
+
     pub(crate) fn into_reshaped(self, shape: Shape) -> Tensor {
         Tensor::from_parts(self.data, shape)
     }
