@@ -291,11 +291,16 @@ fn busy(what: &str) -> ! {
     )
 }
 
+/// A custom op's forward: the output from the inputs.
+type CustomForward = Box<dyn Fn(&[&Tensor]) -> Tensor>;
+/// A custom op's backward: one gradient per input from the inputs, output and upstream.
+type CustomBackward = Box<dyn Fn(&[&Tensor], &Tensor, &Tensor) -> Vec<Tensor>>;
+
 /// An op with a user-supplied forward and backward ([`Tape::custom`]).
 struct Custom {
     name: String,
-    forward: Box<dyn Fn(&[&Tensor]) -> Tensor>,
-    backward: Box<dyn Fn(&[&Tensor], &Tensor, &Tensor) -> Vec<Tensor>>,
+    forward: CustomForward,
+    backward: CustomBackward,
 }
 
 impl Op for Custom {
