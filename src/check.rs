@@ -124,7 +124,12 @@ pub fn compare(got: &Tensor, want: &Tensor, tol: Tolerance) -> Comparison {
             report.failing += 1;
             report.failing_flat.push(flat);
         }
-        let excess = abs / (tol.abs + tol.rel * g.abs().max(w.abs())).max(f64::MIN_POSITIVE);
+        // An infinite error (inf against a number, NaN against a number) is the worst.
+        let excess = if abs.is_finite() {
+            abs / (tol.abs + tol.rel * g.abs().max(w.abs())).max(f64::MIN_POSITIVE)
+        } else {
+            f64::INFINITY
+        };
         let excess = if fails {
             excess.max(1.0)
         } else {
@@ -301,16 +306,217 @@ fn write_elements(f: &mut fmt::Formatter<'_>, elements: &[Element]) -> fmt::Resu
 }
 
 // ---- gradcheck: the tape's gradient against finite differences --------------------
+//
+// The method, in one place (the docs of `gradcheck_with` and the README link here):
+//
+// For each element (or direction) the function is evaluated on a stencil `x + k h`,
+// k = -2..=2, first with `h0 = 2^round(log2(cbrt(eps) max(1, |x_i|)))` (about 3.8e-6
+// for |x_i| <= 1; a power of two, so `x_i + k h` is exact), then with the step halved
+// again and again (each halving reuses two of the four evaluations), at most `LEVELS`
+// times. At each step:
+// - the fourth-order central difference `(8 (f(x+h) - f(x-h)) - (f(x+2h) - f(x-2h))) / 12h`
+//   estimates the derivative (truncation error O(h^4));
+// - the second-order one-sided slopes `(4 f(x+h) - f(x+2h) - 3 f(x)) / 2h` and its mirror
+//   agree to O(h^2) on any smooth function, however curved: where they disagree beyond
+//   the tolerance, the stencil straddles a kink (or curvature is too large for this
+//   step), and the step shrinks;
+// - a stencil with a non-finite value has left the domain (ln below 0, say): the step
+//   shrinks.
+// An element is *smooth* at the first step where the slopes agree and the central
+// difference agrees with that of the previous (larger) step that also looked smooth:
+// the tape's value must then equal the central difference within the tolerance. It is
+// a *kink* only if the slopes still disagree at the smallest step: the tape's value must
+// then lie between the one-sided slopes (any subgradient does). If `f(x)` is not finite,
+// or no step gives a finite stencil, the element *cannot be checked*, and the check does
+// not pass.
+//
+// The tolerance is `abs + rel * |finite difference|`, widened by the rounding noise of
+// the differences, `8 eps max|f| / h`: where that noise is larger than the nominal
+// tolerance (f much larger than its derivative, or a very small step), the report says
+// by how much the tolerance was widened, so a PASS never claims more precision than
+// was checked. The tape's own magnitude never widens the tolerance, so an infinite or
+// NaN gradient fails wherever the finite differences are finite.
 
 impl Tolerance {
     /// Defaults for comparing against finite differences: `abs = 1e-8`, `rel = 1e-5`.
-    /// A central difference with the step [`gradcheck`] picks is accurate to about
+    /// The fourth-order central difference [`gradcheck`] uses is accurate to about
     /// `1e-10` relative on smooth functions, so these leave room for rounding while
-    /// every gradient that is wrong by more than a rounding error still fails.
+    /// every gradient that is wrong by more than that still fails.
     pub fn finite_differences() -> Tolerance {
         Tolerance {
             abs: 1e-8,
             rel: 1e-5,
+        }
+    }
+}
+
+/// How many times the step may be halved: the smallest step is `h0 / 2^LEVELS` (about
+/// 6e-11 for |x| <= 1).
+const LEVELS: u32 = 16;
+
+/// `cbrt(f64::EPSILON)`: the relative size of the first step.
+const STEP: f64 = 6.055_454_452_393_343e-6;
+
+/// The first step for an element of magnitude `x`: a power of two near
+/// `STEP * max(1, |x|)`, so that `x + k h` is exact for small `k`.
+fn first_step(x: f64) -> f64 {
+    let h = STEP * x.abs().max(1.0);
+    if !h.is_finite() {
+        return h;
+    }
+    2f64.powi(h.log2().round() as i32)
+}
+
+/// What finite differences say about one element (or direction).
+#[derive(Debug, Clone, Copy, PartialEq)]
+enum Verdict {
+    /// `f` is smooth here with derivative `want`; accepted within `slack`.
+    Smooth { want: f64, slack: f64, nominal: f64 },
+    /// The slopes still disagree at the smallest step: any value in `[lo, hi]`
+    /// (within `slack`) is a subgradient. `want` is the central difference there.
+    Kink {
+        lo: f64,
+        hi: f64,
+        want: f64,
+        slack: f64,
+        nominal: f64,
+    },
+    /// `f` is not finite at `x`, or at every stencil tried.
+    Unchecked,
+}
+
+/// The estimates from one stencil `f(x + k h)`, k = -2..=2.
+#[derive(Clone, Copy)]
+struct Stencil {
+    central: f64,
+    /// Second-order one-sided slopes.
+    left: f64,
+    right: f64,
+    /// First-order one-sided slopes (valid bounds too when a kink sits between h and 2h).
+    left1: f64,
+    right1: f64,
+    slack: f64,
+    nominal: f64,
+}
+
+impl Stencil {
+    fn new([m2, m1, f0, p1, p2]: [f64; 5], h: f64, tol: Tolerance) -> Option<Stencil> {
+        if ![m2, m1, p1, p2].iter().all(|v| v.is_finite()) {
+            return None;
+        }
+        let central = (8.0 * (p1 - m1) - (p2 - m2)) / (12.0 * h);
+        let right = (4.0 * p1 - p2 - 3.0 * f0) / (2.0 * h);
+        let left = (3.0 * f0 - 4.0 * m1 + m2) / (2.0 * h);
+        let largest = [m2, m1, f0, p1, p2]
+            .iter()
+            .fold(0.0f64, |m, v| m.max(v.abs()));
+        let noise = 8.0 * f64::EPSILON * largest / h;
+        let magnitude = central.abs().max(left.abs()).max(right.abs());
+        let nominal = tol.abs + tol.rel * magnitude;
+        Some(Stencil {
+            central,
+            left,
+            right,
+            left1: (f0 - m1) / h,
+            right1: (p1 - f0) / h,
+            slack: nominal + noise,
+            nominal,
+        })
+    }
+
+    fn smooth(&self) -> bool {
+        (self.right - self.left).abs() <= self.slack
+    }
+}
+
+/// Judge `f` around a point along one direction: `at(t)` is `f(x + t d)`, `f0 = f(x)`.
+fn probe(f0: f64, h0: f64, tol: Tolerance, mut at: impl FnMut(f64) -> f64) -> Verdict {
+    if !f0.is_finite() || !(h0 > 0.0 && h0.is_finite()) {
+        return Verdict::Unchecked;
+    }
+    let mut h = h0;
+    let (mut m2, mut p2) = (at(-2.0 * h), at(2.0 * h));
+    let mut previous: Option<Stencil> = None;
+    let mut last: Option<Stencil> = None;
+    for _ in 0..=LEVELS {
+        let (m1, p1) = (at(-h), at(h));
+        if let Some(s) = Stencil::new([m2, m1, f0, p1, p2], h, tol) {
+            if s.smooth() {
+                if let Some(p) = &previous {
+                    if (s.central - p.central).abs() <= s.slack.max(p.slack) {
+                        return Verdict::Smooth {
+                            want: s.central,
+                            slack: s.slack,
+                            nominal: s.nominal,
+                        };
+                    }
+                }
+                previous = Some(s);
+                last = Some(s);
+            } else {
+                previous = None;
+                last = Some(s);
+            }
+        }
+        // The next stencil's outer points are this one's inner points.
+        (m2, p2) = (m1, p1);
+        h /= 2.0;
+    }
+    match last {
+        None => Verdict::Unchecked,
+        Some(s) if s.smooth() => Verdict::Smooth {
+            want: s.central,
+            slack: s.slack,
+            nominal: s.nominal,
+        },
+        Some(s) => Verdict::Kink {
+            lo: s.left.min(s.right).min(s.left1).min(s.right1),
+            hi: s.left.max(s.right).max(s.left1).max(s.right1),
+            want: s.central,
+            slack: s.slack,
+            nominal: s.nominal,
+        },
+    }
+}
+
+impl Verdict {
+    /// How far `tape` is outside what this verdict accepts, in units of the tolerance
+    /// (at most 1: accepted; `inf`: not a number, or infinitely far).
+    fn excess(&self, tape: f64) -> f64 {
+        let outside = |off: f64, slack: f64| {
+            if off.is_nan() || off.is_infinite() {
+                f64::INFINITY
+            } else {
+                off / slack
+            }
+        };
+        match *self {
+            Verdict::Smooth { want, slack, .. } => outside(abs_error(tape, want), slack),
+            Verdict::Kink { lo, hi, slack, .. } => {
+                if tape.is_nan() {
+                    return f64::INFINITY;
+                }
+                let beyond = (tape - hi).max(lo - tape).max(0.0);
+                outside(beyond, slack).max(0.0)
+            }
+            Verdict::Unchecked => f64::INFINITY,
+        }
+    }
+
+    fn want(&self) -> f64 {
+        match *self {
+            Verdict::Smooth { want, .. } | Verdict::Kink { want, .. } => want,
+            Verdict::Unchecked => f64::NAN,
+        }
+    }
+
+    /// The tolerance applied and the nominal one (`abs + rel |fd|`).
+    fn tolerances(&self) -> Option<(f64, f64)> {
+        match *self {
+            Verdict::Smooth { slack, nominal, .. } | Verdict::Kink { slack, nominal, .. } => {
+                Some((slack, nominal))
+            }
+            Verdict::Unchecked => None,
         }
     }
 }
@@ -325,112 +531,44 @@ pub struct GradCheck {
     checked: usize,
     failing: usize,
     kinks: usize,
+    /// Elements that could not be checked (f not finite), first few by index.
+    unchecked: Vec<Vec<usize>>,
+    unchecked_count: usize,
+    /// The widest tolerance applied, where rounding noise widened it: (multi-index,
+    /// applied absolute tolerance, nominal tolerance there).
+    widest: Option<(Vec<usize>, f64, f64)>,
     /// Up to [`Comparison::SHOWN`] elements, worst first; `want` is the central
     /// difference.
     worst: Vec<Element>,
 }
 
-/// One finite-difference probe: the function at `x + k h` (k = -2..=2) along some
-/// direction, and the tape's directional derivative there.
-struct Probe {
-    tape: f64,
-    /// `f(x - 2h), f(x - h), f(x), f(x + h), f(x + 2h)`.
-    f: [f64; 5],
-    h: f64,
-}
-
-impl Probe {
-    /// Evaluate `at(k)` = `f(x + k h)` for k = ±1, ±2 around the known `f(x)`.
-    fn new(tape: f64, zero: f64, h: f64, mut at: impl FnMut(f64) -> f64) -> Probe {
-        Probe {
-            tape,
-            f: [at(-2.0), at(-1.0), zero, at(1.0), at(2.0)],
-            h,
-        }
-    }
-
-    /// How far this probe is outside its tolerance (≤ 1: passes), whether it sits at a
-    /// kink, and the central difference.
-    ///
-    /// - The central difference `(8 (f(x+h) - f(x-h)) - (f(x+2h) - f(x-2h))) / 12h` is
-    ///   compared with the tape within `tol`, widened by the rounding noise of the
-    ///   differences (`8 eps |f| / h`).
-    /// - The one-sided slopes are taken to second order,
-    ///   `(4 f(x+h) - f(x+2h) - 3 f(x)) / 2h` and its mirror, so that on a smooth
-    ///   function they agree to `O(h^2)` however curved it is. Where they disagree
-    ///   beyond the tolerance there is a corner near `x`: the tape passes if its value
-    ///   lies between the one-sided slopes (a valid subgradient), and the element counts
-    ///   as a kink when they differ by more than 0.1%.
-    fn judge(&self, tol: Tolerance) -> (f64, bool, f64) {
-        let [m2, m1, f0, p1, p2] = self.f;
-        let h = self.h;
-        // Fourth-order central difference: truncation O(h^4), so even ln near 0.001
-        // keeps to 1e-9 relative with this step.
-        let central = (8.0 * (p1 - m1) - (p2 - m2)) / (12.0 * h);
-        let (right1, left1) = ((p1 - f0) / h, (f0 - m1) / h);
-        let right = (4.0 * p1 - p2 - 3.0 * f0) / (2.0 * h);
-        let left = (3.0 * f0 - 4.0 * m1 + m2) / (2.0 * h);
-        let magnitude = right.abs().max(left.abs()).max(self.tape.abs());
-        let largest = self.f.iter().fold(0.0f64, |m, v| m.max(v.abs()));
-        let noise = 8.0 * f64::EPSILON * largest / h;
-        let slack = tol.abs + tol.rel * magnitude + noise;
-        let spread = (right - left).abs();
-        let kink = spread > slack && spread > 1e-3 * right.abs().max(left.abs());
-        let off_central = abs_error(self.tape, central);
-        // Near a corner the first-order slopes are valid bounds too (a corner between
-        // x + h and x + 2h spoils the second-order ones).
-        let lo = left.min(right).min(left1).min(right1) - slack;
-        let hi = left.max(right).max(left1).max(right1) + slack;
-        let passes = off_central <= slack || (spread > slack && (lo..=hi).contains(&self.tape));
-        let excess = if passes {
-            (off_central / slack).min(1.0)
-        } else {
-            // Off the central difference; at a corner, off the subgradient interval
-            // (measured from its nearest end).
-            let outside = if spread > slack {
-                (self.tape - hi).max(lo - self.tape)
-            } else {
-                off_central
-            };
-            let outside = if outside.is_nan() {
-                f64::INFINITY
-            } else {
-                outside
-            };
-            (outside / slack).max(1.0 + f64::EPSILON)
-        };
-        (excess, kink, central)
-    }
-}
-
-/// Check the tape's gradient of `f` at `at` against central finite differences, with
+/// Check the tape's gradient of `f` at `at` against finite differences, with
 /// [`Tolerance::finite_differences`]. See [`gradcheck_with`].
 ///
 /// # Panics
-/// If `f` returns a var with more than one element.
+/// At the caller's line, if `f` returns a var with more than one element.
+#[track_caller]
 pub fn gradcheck(f: impl for<'t> Fn(&'t Tape, Var<'t>) -> Var<'t>, at: &Tensor) -> GradCheck {
     gradcheck_with(f, at, Tolerance::finite_differences())
 }
 
 /// Check the tape's gradient of `f` at `at` against finite differences, element by
 /// element. `f` builds a one-element var from a var holding `at`; it is called once for
-/// the gradient and four times per element (at `x_i ± h` and `x_i ± 2h`).
+/// the gradient, then about 6 times per smooth element and up to 38 times per element
+/// at a kink or near one.
 ///
-/// The step for element `i` is `h = cbrt(eps) * max(1, |x_i|)` (about `6e-6` for
-/// `|x_i| <= 1`): the rounding error of a difference grows like `eps / h` and its
-/// truncation error shrinks like `h^4`, and this step keeps both near `1e-10`
-/// relative for ordinary functions; it scales with the element so large values still
-/// move. The step is rounded so that `x_i + h` is exact.
-///
-/// The tape's value is compared with the fourth-order central difference
-/// `(8 (f(x+h) - f(x-h)) - (f(x+2h) - f(x-2h))) / 12h` (truncation error `O(h^4)`).
-/// Kinks: the one-sided slopes are taken to second order (from `f(x)`, `f(x ± h)` and
-/// `f(x ± 2h)`), so on a smooth function they agree to `O(h^2)` however curved it is.
-/// Where they disagree, `f` has a corner near `x_i`, and any value between the two
-/// one-sided slopes is a valid (sub)gradient: the element passes if the tape's value
-/// lies there. So `gradcheck` never fails the hinge loss at `pred * target == 1`, but it
-/// does fail a gradient outside the two slopes there. Such elements are counted by
-/// [`GradCheck::kinks`].
+/// The method (adaptive steps; the README's "Is my gradient right?" describes it too):
+/// central differences of fourth order on a stencil of `x_i ± h, x_i ± 2h`, starting at
+/// `h ≈ cbrt(eps) max(1, |x_i|)` and halving the step while the stencil straddles a kink
+/// (its second-order one-sided slopes disagree), leaves the domain of `f` (a non-finite
+/// value), or its central difference still changes from one step to the next. An
+/// element whose slopes agree at some step must match the central difference there,
+/// within `tol` widened by the rounding noise of the differences. An element whose
+/// slopes still disagree at the smallest step (`h / 2^16`) is a **kink**: the tape's
+/// value passes if it lies between the one-sided slopes (any subgradient does), and
+/// [`GradCheck::kinks`] counts it. An infinite or NaN gradient fails wherever the
+/// differences are finite. Where `f(x)` is not finite, or no step gives finite values,
+/// the element cannot be checked ([`GradCheck::unchecked`]) and the check does not pass.
 ///
 /// ```
 /// use tapegrad::check::gradcheck;
@@ -445,7 +583,8 @@ pub fn gradcheck(f: impl for<'t> Fn(&'t Tape, Var<'t>) -> Var<'t>, at: &Tensor) 
 /// ```
 ///
 /// # Panics
-/// If `f` returns a var with more than one element.
+/// At the caller's line, if `f` returns a var with more than one element.
+#[track_caller]
 pub fn gradcheck_with(
     f: impl for<'t> Fn(&'t Tape, Var<'t>) -> Var<'t>,
     at: &Tensor,
@@ -453,29 +592,29 @@ pub fn gradcheck_with(
 ) -> GradCheck {
     let (zero, grad) = value_and_grad(&f, at);
     let mut x = at.data().to_vec();
-    let probes: Vec<Probe> = (0..x.len())
+    let judged: Vec<(f64, Verdict)> = (0..x.len())
         .map(|i| {
             let xi = x[i];
-            let h = (xi + STEP * xi.abs().max(1.0)) - xi;
-            Probe::new(grad.data()[i], zero, h, |k| {
-                x[i] = xi + k * h;
+            let verdict = probe(zero, first_step(xi), tol, |t| {
+                x[i] = xi + t;
                 let value = eval(&f, x.clone(), at.shape());
                 x[i] = xi;
                 value
-            })
+            });
+            (grad.data()[i], verdict)
         })
         .collect();
-    GradCheck::from_probes("element", zero, at.shape(), &probes, tol)
+    GradCheck::new("element", zero, at.shape(), &judged, tol)
 }
 
-/// Check `<gradient, w>` against the central difference of `f` along `w` for `directions`
-/// random directions (seeded: the same directions every run), with `h = cbrt(eps)`,
+/// Check `<gradient, w>` against the finite differences of `f` along `w` for
+/// `directions` random directions (seeded: the same directions every run), with
 /// `w_i = v_i max(1, |x_i|)` (each element moves in proportion to its magnitude, as in
-/// [`gradcheck_with`]) and [`Tolerance::finite_differences`].
+/// [`gradcheck_with`]), the same adaptive steps and [`Tolerance::finite_differences`].
 ///
-/// For large inputs: it costs `4 * directions + 1` evaluations of `f` instead of `4N`,
-/// so it runs at N = 10^6. It finds that a gradient is wrong, not where; the report's
-/// elements are directions.
+/// For large inputs: it costs about `6 * directions + 1` evaluations of `f` (more where
+/// a direction crosses kinks) instead of `6N`, so it runs at N = 10^6. It finds that a
+/// gradient is wrong, not where; the report's elements are directions.
 ///
 /// Direction `k` has `v_i = ±1` on about `N / 8^k` random elements (at least one) and
 /// 0 elsewhere. A dense direction crosses every kink of `f` (every exact tie of a hinge
@@ -485,17 +624,19 @@ pub fn gradcheck_with(
 /// check is as sharp as on a smooth function. Use at least 6 directions at N = 10^6.
 ///
 /// # Panics
-/// If `f` returns a var with more than one element.
+/// At the caller's line, if `f` returns a var with more than one element.
+#[track_caller]
 pub fn directional(
     f: impl for<'t> Fn(&'t Tape, Var<'t>) -> Var<'t>,
     at: &Tensor,
     directions: usize,
 ) -> GradCheck {
+    let tol = Tolerance::finite_differences();
     let (zero, grad) = value_and_grad(&f, at);
     let x = at.data();
     let n = x.len();
     let mut rng = SplitMix(0x7a9e_64ad);
-    let probes: Vec<Probe> = (0..directions)
+    let judged: Vec<(f64, Verdict)> = (0..directions)
         .map(|k| {
             let support = n.checked_shr(3 * k as u32).unwrap_or(0).max(1);
             let keep = support as f64 / n.max(1) as f64;
@@ -521,28 +662,17 @@ pub fn directional(
                 .map(|(xi, vi)| vi * xi.abs().max(1.0))
                 .collect();
             let tape: Vec<f64> = grad.data().iter().zip(&w).map(|(g, wi)| g * wi).collect();
-            Probe::new(crate::pairwise_sum(&tape), zero, STEP, |k| {
-                let moved = x
-                    .iter()
-                    .zip(&w)
-                    .map(|(xi, wi)| xi + k * STEP * wi)
-                    .collect();
+            let verdict = probe(zero, first_step(1.0), tol, |t| {
+                let moved = x.iter().zip(&w).map(|(xi, wi)| xi + t * wi).collect();
                 eval(&f, moved, at.shape())
-            })
+            });
+            (crate::pairwise_sum(&tape), verdict)
         })
         .collect();
-    GradCheck::from_probes(
-        "direction",
-        zero,
-        &[directions],
-        &probes,
-        Tolerance::finite_differences(),
-    )
+    GradCheck::new("direction", zero, &[directions], &judged, tol)
 }
 
-/// `cbrt(f64::EPSILON)`: the relative step of the central differences.
-const STEP: f64 = 6.055_454_452_393_343e-6;
-
+#[track_caller]
 fn value_and_grad(f: &impl for<'t> Fn(&'t Tape, Var<'t>) -> Var<'t>, at: &Tensor) -> (f64, Tensor) {
     let tape = Tape::new();
     let x = tape.var(at.clone());
@@ -552,6 +682,7 @@ fn value_and_grad(f: &impl for<'t> Fn(&'t Tape, Var<'t>) -> Var<'t>, at: &Tensor
     (value, grads.wrt(x).clone())
 }
 
+#[track_caller]
 fn eval(f: &impl for<'t> Fn(&'t Tape, Var<'t>) -> Var<'t>, x: Vec<f64>, shape: &[usize]) -> f64 {
     let tape = Tape::new();
     let at = Tensor::new(x, shape).expect("same shape as the checked point");
@@ -563,8 +694,10 @@ fn one_element(y: Var<'_>) -> f64 {
     let value = y.value();
     if value.len() != 1 {
         panic!(
-            "tapegrad: gradcheck: f must return a one-element var, got shape {:?}",
-            value.shape()
+            "tapegrad: gradcheck: f must return a one-element var, got shape {:?}; reduce it \
+             to one number, e.g. with .sum() (at {})",
+            value.shape(),
+            std::panic::Location::caller()
         );
     }
     value.data()[0]
@@ -584,57 +717,75 @@ impl SplitMix {
 }
 
 impl GradCheck {
-    fn from_probes(
+    /// How many unchecked elements a report names.
+    const UNCHECKED_SHOWN: usize = 5;
+
+    fn new(
         what: &'static str,
         value: f64,
         shape: &[usize],
-        probes: &[Probe],
+        judged: &[(f64, Verdict)],
         tol: Tolerance,
     ) -> GradCheck {
         let mut report = GradCheck {
             what,
             value,
             tolerance: tol,
-            checked: probes.len(),
+            checked: judged.len(),
             failing: 0,
             kinks: 0,
+            unchecked: Vec::new(),
+            unchecked_count: 0,
+            widest: None,
             worst: Vec::new(),
         };
         let mut ranked = Vec::new();
-        let mut judged = Vec::with_capacity(probes.len());
-        for (flat, probe) in probes.iter().enumerate() {
-            let (excess, kink, central) = probe.judge(tol);
+        let mut widest = (1.0, 0);
+        for (flat, (tape, verdict)) in judged.iter().enumerate() {
+            let Some((slack, nominal)) = verdict.tolerances() else {
+                report.unchecked_count += 1;
+                if report.unchecked.len() < Self::UNCHECKED_SHOWN {
+                    report.unchecked.push(unravel(flat, shape));
+                }
+                continue;
+            };
+            let excess = verdict.excess(*tape);
             report.failing += usize::from(excess > 1.0);
-            report.kinks += usize::from(kink);
+            report.kinks += usize::from(matches!(verdict, Verdict::Kink { .. }));
             insert_ranked(&mut ranked, (excess, flat), Comparison::SHOWN);
-            judged.push((kink, central));
+            // Widened by more than a tenth: say so.
+            if slack > 1.1 * nominal && slack / nominal > widest.0 {
+                widest = (slack / nominal, flat);
+                report.widest = Some((unravel(flat, shape), slack, nominal));
+            }
         }
         report.worst = ranked
             .into_iter()
             .map(|(_, flat)| {
-                let (kink, central) = judged[flat];
-                let got = probes[flat].tape;
-                let abs_error = abs_error(got, central);
+                let (got, verdict) = judged[flat];
+                let want = verdict.want();
+                let abs_error = abs_error(got, want);
                 Element {
                     flat,
                     index: unravel(flat, shape),
                     got,
-                    want: central,
+                    want,
                     abs_error,
-                    rel_error: rel_error(abs_error, got, central),
-                    at_kink: Some(kink),
+                    rel_error: rel_error(abs_error, got, want),
+                    at_kink: Some(matches!(verdict, Verdict::Kink { .. })),
                 }
             })
             .collect();
         report
     }
 
-    /// Whether every element (or direction) agrees with finite differences.
+    /// Whether every element (or direction) was checked and agrees with finite
+    /// differences.
     pub fn passed(&self) -> bool {
-        self.failing == 0
+        self.failing == 0 && self.unchecked_count == 0
     }
 
-    /// Number of elements (or directions) checked.
+    /// Number of elements (or directions) in the report.
     pub fn checked(&self) -> usize {
         self.checked
     }
@@ -644,10 +795,25 @@ impl GradCheck {
         self.failing
     }
 
-    /// Number of elements (or directions) at a kink: where the one-sided differences
-    /// disagree by more than curvature explains.
+    /// Number of elements (or directions) at a kink: where the one-sided slopes still
+    /// disagree at the smallest step.
     pub fn kinks(&self) -> usize {
         self.kinks
+    }
+
+    /// Number of elements (or directions) that could not be checked: `f` is not finite
+    /// at the point, or at every step tried around it. A report with any is not a pass.
+    pub fn unchecked(&self) -> usize {
+        self.unchecked_count
+    }
+
+    /// Where rounding noise in `f` widened the tolerance by more than a tenth, the
+    /// widest case: the element's multi-index, the absolute tolerance applied there and
+    /// the nominal one (`abs + rel |finite difference|`).
+    pub fn widened(&self) -> Option<(&[usize], f64, f64)> {
+        self.widest
+            .as_ref()
+            .map(|(index, applied, nominal)| (&index[..], *applied, *nominal))
     }
 
     /// The value of `f` at the checked point.
@@ -662,7 +828,7 @@ impl GradCheck {
     }
 
     /// The worst elements, worst first; `got` is the tape's value, `want` the central
-    /// difference.
+    /// difference at the step the verdict was reached.
     pub fn worst(&self) -> &[Element] {
         &self.worst
     }
@@ -673,16 +839,38 @@ impl fmt::Display for GradCheck {
         let verdict = if self.passed() { "PASS" } else { "FAIL" };
         write!(
             f,
-            "{verdict}: {} of {} {}s disagree with finite differences (abs {:e}, rel {:e}); \
-             {} at kinks (accepted between the one-sided slopes); f = {}",
-            self.failing,
-            self.checked,
-            self.what,
-            self.tolerance.abs,
-            self.tolerance.rel,
-            self.kinks,
-            self.value
+            "{verdict}: {} of {} {}s disagree with finite differences (abs {:e}, rel {:e}",
+            self.failing, self.checked, self.what, self.tolerance.abs, self.tolerance.rel,
         )?;
+        if let Some((index, applied, nominal)) = &self.widest {
+            write!(
+                f,
+                "; widened for rounding noise in f up to abs {applied:.2e} at {index:?}, \
+                 {:.1}x the nominal {nominal:.2e}",
+                applied / nominal
+            )?;
+        }
+        write!(
+            f,
+            "); {} at kinks (accepted between the one-sided slopes); f = {}",
+            self.kinks, self.value
+        )?;
+        if self.unchecked_count > 0 {
+            let shown: Vec<String> = self.unchecked.iter().map(|i| format!("{i:?}")).collect();
+            let more = self.unchecked_count - self.unchecked.len();
+            write!(
+                f,
+                "\n  {} {}s cannot be checked (f is not finite at or around them): {}{}",
+                self.unchecked_count,
+                self.what,
+                shown.join(", "),
+                if more > 0 {
+                    format!(" and {more} more")
+                } else {
+                    String::new()
+                }
+            )?;
+        }
         write_elements(f, &self.worst)
     }
 }

@@ -404,7 +404,8 @@ fn curvature_is_not_taken_for_a_kink_so_a_small_error_at_a_stationary_point_fail
 
 #[test]
 fn a_one_sided_slope_of_a_curved_kink_passes() {
-    // ln(1 + 10 max(x, 0)) at 0: slopes 0 (left) and 10 (right); the tape gives 10.
+    // ln(1 + 10 max(x, 0)) at 0: slopes 0 (left) and 10 (right); the tape gives 0 (the
+    // tie goes to the constant), the left slope.
     let at = Tensor::from(vec![0.0, 0.0]);
     let report = gradcheck(|_, x| (max(x, 0.0) * 10.0 + 1.0).ln().sum(), &at);
     assert!(report.passed(), "{report}");
@@ -417,4 +418,203 @@ fn directional_steps_each_element_in_proportion_to_its_size() {
     let at = Tensor::from(vec![1000.0, 0.001]);
     let report = directional(|_, p| p.ln().sum(), &at, 4);
     assert!(report.passed(), "{report}");
+}
+
+// ---- issue: a checker that never lies ------------------------------------------------
+
+/// `x` with a hand-written backward that scales element `at` of the upstream by
+/// `factor` (1 is the right gradient), so a graph built on it has a known wrong
+/// gradient in one element.
+fn scaled_identity<'t>(tape: &'t Tape, x: Var<'t>, at: usize, factor: f64) -> Var<'t> {
+    tape.custom(
+        "scaled_identity",
+        &[x],
+        |x| x[0].clone(),
+        move |_, _, up| {
+            let mut g = up.data().to_vec();
+            g[at] *= factor;
+            vec![Tensor::new(g, up.shape()).unwrap()]
+        },
+    )
+}
+
+/// `ln(x)` with a hand-written derivative `factor / x`.
+fn ln_times<'t>(tape: &'t Tape, x: Var<'t>, factor: f64) -> Var<'t> {
+    tape.custom(
+        "ln",
+        &[x],
+        |x| Tensor::new(x[0].data().iter().map(|v| v.ln()).collect(), x[0].shape()).unwrap(),
+        move |x, _, up| {
+            let g = x[0]
+                .data()
+                .iter()
+                .zip(up.data())
+                .map(|(v, u)| factor / v * u);
+            vec![Tensor::new(g.collect(), x[0].shape()).unwrap()]
+        },
+    )
+}
+
+/// The step the checker used to take for |x| <= 1.
+const OLD_H: f64 = 6.055_454_452_393_343e-6;
+
+#[test]
+fn gradcheck_passes_the_seed_hinge_just_past_its_kink() {
+    // Inactive, gradient exactly 0; the kink at pred = 1 is within two steps.
+    let at = Tensor::from(vec![1.000_004_036_985_895_1]);
+    let report = gradcheck(
+        |tape, p| hinge(p, tape.constant(Tensor::from(vec![1.0]))),
+        &at,
+    );
+    assert!(report.passed(), "{report}");
+    assert_eq!(report.kinks(), 0, "{report}");
+    assert_eq!(report.worst()[0].want, 0.0, "{report}");
+}
+
+#[test]
+fn gradcheck_is_not_fooled_by_a_kink_two_thirds_of_a_step_away() {
+    // x + 2e-4 max(0, x - 2h/3) at 0: the derivative is exactly 1.
+    fn f<'t>(tape: &'t Tape, x: Var<'t>, factor: f64) -> Var<'t> {
+        let x = scaled_identity(tape, x, 0, factor);
+        (x + max(0.0, x - 2.0 * OLD_H / 3.0) * 2e-4).sum()
+    }
+    let at = Tensor::from(vec![0.0]);
+    let right = gradcheck(|tape, x| f(tape, x, 1.0), &at);
+    assert!(right.passed(), "{right}");
+    let wrong = gradcheck(|tape, x| f(tape, x, 1.001), &at);
+    assert!(!wrong.passed(), "{wrong}");
+}
+
+#[test]
+fn gradcheck_is_not_fooled_by_two_kinks_half_a_step_either_side() {
+    // max(0, -x - h/2) - max(0, x - h/2) at 0: flat there, derivative 0.
+    let report = gradcheck(
+        |_, x| (max(0.0, -x - OLD_H / 2.0) - max(0.0, x - OLD_H / 2.0)).sum(),
+        &Tensor::from(vec![0.0]),
+    );
+    assert!(report.passed(), "{report}");
+    assert_eq!(report.kinks(), 0, "{report}");
+}
+
+#[test]
+fn gradcheck_fails_an_infinite_gradient() {
+    let report = gradcheck(
+        |tape, x| (scaled_identity(tape, x, 1, f64::INFINITY) * 2.0).sum(),
+        &Tensor::from(vec![0.5, 0.25]),
+    );
+    assert_eq!(report.failing(), 1, "{report}");
+    assert_eq!(report.worst_index(), Some(1), "{report}");
+}
+
+#[test]
+fn gradcheck_fails_a_nan_gradient() {
+    let report = gradcheck(
+        |tape, x| (scaled_identity(tape, x, 0, f64::NAN) * 2.0).sum(),
+        &Tensor::from(vec![0.5, 0.25]),
+    );
+    assert_eq!(report.failing(), 1, "{report}");
+    assert_eq!(report.worst_index(), Some(0), "{report}");
+}
+
+#[test]
+fn gradcheck_fails_half_where_the_truth_is_zero_half_a_step_from_a_kink() {
+    // max(0, x - h/2) at 0 is flat: the right gradient is 0; the custom op below adds a
+    // wrong 0.5 (its value is 0, its hand-written derivative 0.5).
+    fn f<'t>(tape: &'t Tape, x: Var<'t>) -> Var<'t> {
+        let wrong = tape.custom(
+            "zero",
+            &[x],
+            |x| Tensor::zeros(x[0].shape()),
+            |_, _, up| {
+                vec![Tensor::new(up.data().iter().map(|u| 0.5 * u).collect(), up.shape()).unwrap()]
+            },
+        );
+        (max(0.0, x - OLD_H / 2.0) + wrong).sum()
+    }
+    let report = gradcheck(f, &Tensor::from(vec![0.0]));
+    assert!(!report.passed(), "{report}");
+    assert_eq!(report.kinks(), 0, "{report}");
+}
+
+#[test]
+fn gradcheck_fails_ln_two_percent_high_near_zero() {
+    let at = Tensor::from(vec![1e-4]);
+    let right = gradcheck(|tape, x| ln_times(tape, x, 1.0).sum(), &at);
+    assert!(right.passed(), "{right}");
+    let wrong = gradcheck(|tape, x| ln_times(tape, x, 1.02).sum(), &at);
+    assert!(!wrong.passed(), "{wrong}");
+    assert_eq!(wrong.kinks(), 0, "{wrong}");
+}
+
+#[test]
+fn gradcheck_passes_ln_where_the_first_step_would_leave_its_domain() {
+    let at = Tensor::from(vec![1e-5, 3e-7]);
+    let report = gradcheck(|_, x| x.ln().sum(), &at);
+    assert!(report.passed(), "{report}");
+    assert_eq!(report.unchecked(), 0, "{report}");
+}
+
+#[test]
+fn gradcheck_does_not_pass_where_f_is_not_finite() {
+    // exp(1000) is inf: nothing can be checked, whatever the gradient.
+    let report = gradcheck(|_, x| x.exp().sum(), &Tensor::from(vec![1000.0, 0.0]));
+    assert!(!report.passed(), "{report}");
+    assert_eq!(report.unchecked(), 2, "{report}");
+    assert!(report.to_string().contains("cannot be checked"), "{report}");
+}
+
+#[test]
+fn gradcheck_reports_a_tolerance_widened_by_rounding_noise() {
+    // f = x + 1e9: the differences carry rounding noise of about 1e9 eps / h.
+    fn f<'t>(tape: &'t Tape, x: Var<'t>, factor: f64) -> Var<'t> {
+        (scaled_identity(tape, x, 0, factor) + 1e9).sum()
+    }
+    let at = Tensor::from(vec![0.5]);
+    let right = gradcheck(|tape, x| f(tape, x, 1.0), &at);
+    assert!(right.passed(), "{right}");
+    let (index, applied, nominal) = right.widened().expect("the tolerance was widened");
+    assert_eq!(index, &[0]);
+    assert!(applied > 100.0 * nominal, "{right}");
+    assert!(right.to_string().contains("widened"), "{right}");
+    // Where the widened tolerance still resolves an error, it is caught.
+    let wrong = gradcheck(|tape, x| f(tape, x, 2.0), &at);
+    assert!(!wrong.passed(), "{wrong}");
+}
+
+#[test]
+fn gradcheck_of_a_many_element_f_panics_at_the_callers_line_saying_to_reduce() {
+    let line = line!() + 2;
+    let message = std::panic::catch_unwind(|| {
+        gradcheck(|_, x| x * 2.0, &Tensor::from(vec![1.0, 2.0]));
+    })
+    .expect_err("must panic");
+    let message = message
+        .downcast_ref::<String>()
+        .cloned()
+        .unwrap_or_default();
+    assert!(message.contains(".sum()"), "{message}");
+    assert!(
+        message.contains(&format!("tests/check.rs:{line}")),
+        "{message}"
+    );
+}
+
+#[test]
+fn compare_ranks_an_infinite_error_worst() {
+    let got = Tensor::from(vec![f64::INFINITY, 2.0]);
+    let want = Tensor::from(vec![1.0, 1.0]);
+    let report = compare(&got, &want, Tolerance::default());
+    assert_eq!(report.worst_index(), Some(0), "{report}");
+    assert_eq!(report.worst().len(), 2, "{report}");
+    let report = compare(
+        &Tensor::from(vec![3.0, f64::NAN, 1.0]),
+        &Tensor::from(vec![1.0, 1.0, 1.5]),
+        Tolerance::default(),
+    );
+    assert_eq!(report.worst_index(), Some(1), "{report}");
+    assert_eq!(
+        report.worst()[1].flat,
+        0,
+        "then the larger finite error: {report}"
+    );
 }
