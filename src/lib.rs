@@ -50,7 +50,7 @@ mod tensor;
 
 pub use ops::{Operands, max, min};
 pub use tape::{Gradients, Tape, Var};
-pub use tensor::{Error, Shape, Tensor, pairwise_sum};
+pub use tensor::{Error, Shape, Tensor, pairwise_sum, pooled_bytes, release_pooled_buffers};
 
 /// The README's Rust examples run as doctests, so the tour cannot drift from the API.
 #[cfg(doctest)]

@@ -18,7 +18,7 @@
 
 use crate::tape::{InputGrads, Op, Var};
 use crate::tensor::{
-    Shape, Tensor, broadcast_shapes, buffer, data_from_vec, pairwise_sum, sum_to, zeroed,
+    Shape, Tensor, broadcast_shapes, buffer, data_from_vec, numel, pairwise_sum, sum_to, zeroed,
     zip_broadcast,
 };
 use smallvec::smallvec;
@@ -69,6 +69,7 @@ impl<R: PerElement> Op for Elementwise<R> {
                         b.shape()
                     )
                 })?;
+                fits(R::NAME, &shape)?;
                 Ok(zip_broadcast(a, b, &shape, |a, b| rule.value(a, b)))
             }
             _ => unreachable!("elementwise ops take one or two inputs"),
@@ -123,6 +124,16 @@ impl<R: PerElement> Op for Elementwise<R> {
             grads.push(gb.map(|g| reduce(g, b)));
         }
         grads
+    }
+}
+
+/// `Ok` if an op's result shape has an element count that fits in `usize`.
+fn fits(op: &str, shape: &[usize]) -> Result<(), String> {
+    match numel(shape) {
+        Some(_) => Ok(()),
+        None => Err(format!(
+            "{op}: the result would have shape {shape:?}, more elements than fit in usize"
+        )),
     }
 }
 
@@ -644,6 +655,10 @@ impl Op for SumAxis {
                 shape.len()
             ));
         }
+        let mut out_shape = Shape::from_slice(shape);
+        out_shape.remove(axis);
+        fits("sum_axis", &out_shape)?;
+        // Exact now: a product of some of the dimensions of a shape that fits.
         let outer: usize = shape[..axis].iter().product();
         let (len, inner): (usize, usize) = (shape[axis], shape[axis + 1..].iter().product());
         let mut out = zeroed(outer * inner);
@@ -662,8 +677,6 @@ impl Op for SumAxis {
                 }
             }
         }
-        let mut out_shape = Shape::from_slice(shape);
-        out_shape.remove(axis);
         Ok(Tensor::from_parts(data_from_vec(out), out_shape))
     }
     fn backward(&self, _: &[&Tensor], out: &Tensor, up: Tensor, _: &[bool]) -> InputGrads {
@@ -737,6 +750,7 @@ impl Op for MatMul {
             ));
         }
         let (m, k, n) = (a.shape()[0], a.shape()[1], b.shape()[1]);
+        fits("matmul", &[m, n])?;
         let mut out = zeroed(m * n);
         for i in 0..m {
             let row = &mut out[i * n..(i + 1) * n];
@@ -759,7 +773,11 @@ impl Op for MatMul {
             for i in 0..m {
                 for p in 0..k {
                     let (urow, brow) = (&u[i * n..(i + 1) * n], &bd[p * n..(p + 1) * n]);
-                    g[i * k + p] = urow.iter().zip(brow).map(|(&u, &y)| chain(u, y)).sum();
+                    // A sum over nothing (n == 0) is +0.0, as numpy's.
+                    g[i * k + p] = urow
+                        .iter()
+                        .zip(brow)
+                        .fold(0.0, |s, (&u, &y)| s + chain(u, y));
                 }
             }
             Tensor::from_parts(data_from_vec(g), smallvec![m, k])

@@ -51,12 +51,12 @@ impl Data {
     }
 }
 
-// Buffers of 4096 elements or more freed by one computation are kept (per thread, up to
-// `POOL_SLOTS` buffers and `POOL_BYTES`) and handed to the next one that needs as many
-// elements. Memory that malloc returns to the system (large blocks are unmapped, the
-// top of the heap is trimmed) costs a page fault per 4 KiB when touched again, which
-// takes longer than the arithmetic on it; a loop that rebuilds the same graph reuses
-// the same few buffers instead.
+// The buffer pool. Buffers of 4096 elements or more freed by one computation are kept
+// (per thread, up to `POOL_SLOTS` buffers and `POOL_BYTES`) and handed to the next one
+// that needs as many elements. Memory that malloc returns to the system (large blocks are
+// unmapped, the top of the heap is trimmed) costs a page fault per 4 KiB when touched
+// again, which takes longer than the arithmetic on it; a loop that rebuilds the same
+// graph reuses the same few buffers instead. `release_pooled_buffers` gives it all back.
 const POOL_MIN_LEN: usize = 1 << 12;
 const POOL_SLOTS: usize = 16;
 const POOL_BYTES: usize = 512 << 20;
@@ -84,6 +84,45 @@ fn recycle(v: Vec<f64>) {
             pool.swap_remove(smallest);
         }
     });
+}
+
+/// The bytes that this thread's buffer pool holds: buffers of at least 4096 elements
+/// (32 KiB) that finished computations freed, kept so that the next computation of the
+/// same size reuses them instead of paying page faults for fresh memory. At most 16
+/// buffers and 512 MiB per thread; [`release_pooled_buffers`] gives them back.
+pub fn pooled_bytes() -> usize {
+    POOL.try_with(|pool| {
+        pool.try_borrow()
+            .map_or(0, |pool| pool.iter().map(|b| b.capacity() * 8).sum())
+    })
+    .unwrap_or(0)
+}
+
+/// Give every buffer of this thread's pool back to the allocator (after a large
+/// computation that will not be repeated, say), and return how many bytes that was.
+/// Computations after it work as before; they just start with an empty pool.
+///
+/// ```
+/// use tapegrad::{Tape, Tensor, pooled_bytes, release_pooled_buffers};
+/// {
+///     let tape = Tape::new();
+///     let x = tape.var(Tensor::zeros(&[100_000]));
+///     let _ = (x * 2.0).sum().backward();
+/// } // the tape and its intermediates are dropped; their buffers go to the pool
+/// assert!(pooled_bytes() > 0);
+/// let released = release_pooled_buffers();
+/// assert!(released > 0);
+/// assert_eq!(pooled_bytes(), 0);
+/// ```
+pub fn release_pooled_buffers() -> usize {
+    POOL.try_with(|pool| {
+        pool.try_borrow_mut().map_or(0, |mut pool| {
+            let bytes = pool.iter().map(|b| b.capacity() * 8).sum();
+            pool.clear();
+            bytes
+        })
+    })
+    .unwrap_or(0)
 }
 
 /// An empty Vec with room for `n` elements: a pooled one if one fits (at least `n`,
@@ -165,8 +204,7 @@ impl Tensor {
     /// # Errors
     /// If `data.len()` is not the product of `shape`; the message names both.
     pub fn new(data: Vec<f64>, shape: &[usize]) -> Result<Tensor, Error> {
-        let want = shape.iter().try_fold(1usize, |n, &d| n.checked_mul(d));
-        let Some(want) = want else {
+        let Some(want) = numel(shape) else {
             return Err(Error::new(format!(
                 "Tensor::new: shape {shape:?} has more elements than fit in usize"
             )));
@@ -191,19 +229,33 @@ impl Tensor {
     }
 
     /// A tensor of the given shape with every element equal to `value`.
+    ///
+    /// # Panics
+    /// If the shape has more elements than fit in `usize` (the message names it).
+    #[track_caller]
     pub fn full(shape: &[usize], value: f64) -> Tensor {
-        let n = shape.iter().product();
+        let Some(n) = numel(shape) else {
+            panic!(
+                "tapegrad: Tensor::full: shape {shape:?} has more elements than fit in usize \
+                 (at {})",
+                std::panic::Location::caller()
+            )
+        };
         let data = collect_data(n, std::iter::repeat_n(value, n));
         Tensor::from_parts(data, Shape::from_slice(shape))
     }
 
     /// Zeros of the given shape.
+    ///
+    /// # Panics
+    /// If the shape has more elements than fit in `usize` (the message names it).
+    #[track_caller]
     pub fn zeros(shape: &[usize]) -> Tensor {
         Tensor::full(shape, 0.0)
     }
 
     pub(crate) fn from_parts(data: Data, shape: Shape) -> Tensor {
-        debug_assert_eq!(data.as_slice().len(), shape.iter().product::<usize>());
+        debug_assert_eq!(Some(data.as_slice().len()), numel(&shape));
         Tensor { shape, data }
     }
 
@@ -248,9 +300,16 @@ impl Tensor {
     /// The same elements under another shape with as many elements.
     ///
     /// # Errors
-    /// If the element counts differ.
+    /// If the element counts differ (or the new shape's overflows `usize`).
     pub fn reshape(&self, shape: &[usize]) -> Result<Tensor, Error> {
-        let want: usize = shape.iter().product();
+        let Some(want) = numel(shape) else {
+            return Err(Error::new(format!(
+                "reshape: cannot reshape {:?} ({} elements) to {shape:?}, which has more \
+                 elements than fit in usize",
+                self.shape,
+                self.len(),
+            )));
+        };
         if want != self.len() {
             return Err(Error::new(format!(
                 "reshape: cannot reshape {:?} ({} elements) to {:?} ({} elements)",
@@ -369,6 +428,20 @@ pub(crate) fn data_from_vec(v: Vec<f64>) -> Data {
     }
 }
 
+/// The number of elements of `shape`, or `None` if it does not fit in `usize` (a shape
+/// with a 0 has none, whatever its other dimensions).
+pub(crate) fn numel(shape: &[usize]) -> Option<usize> {
+    if shape.contains(&0) {
+        return Some(0);
+    }
+    shape.iter().try_fold(1usize, |n, &d| n.checked_mul(d))
+}
+
+/// The number of elements of a shape that an op already checked with [`numel`].
+fn count(shape: &[usize]) -> usize {
+    numel(shape).expect("a checked shape's element count fits in usize")
+}
+
 /// The numpy broadcast of two shapes, or `None` if they do not broadcast.
 pub(crate) fn broadcast_shapes(a: &[usize], b: &[usize]) -> Option<Shape> {
     if a == b {
@@ -424,7 +497,7 @@ pub(crate) fn zip_broadcast(
     f: impl Fn(f64, f64) -> f64,
 ) -> Tensor {
     let (x, y) = (a.data(), b.data());
-    let n: usize = out.iter().product();
+    let n = count(out);
     let data = if x.len() == n && y.len() == n {
         collect_data(n, x.iter().zip(y).map(|(&p, &q)| f(p, q)))
     } else if y.len() == 1 && x.len() == n {
@@ -470,7 +543,7 @@ fn zip_strided(
     out: &[usize],
     f: &impl Fn(f64, f64) -> f64,
 ) -> Vec<f64> {
-    let n: usize = out.iter().product();
+    let n = count(out);
     let mut result = buffer(n);
     if n == 0 {
         return result;
@@ -524,7 +597,7 @@ pub(crate) fn sum_to(grad: Tensor, out: &[usize], target: &[usize]) -> Tensor {
     }
     if target.iter().product::<usize>() == 1 {
         // The whole gradient collapses to one number.
-        let n: usize = out.iter().product();
+        let n = count(out);
         let total = if grad.len() == 1 {
             grad.data()[0] * (n as f64)
         } else if grad.len() == n {
@@ -553,7 +626,7 @@ pub(crate) fn sum_to(grad: Tensor, out: &[usize], target: &[usize]) -> Tensor {
             }
         }
     }
-    let mut reduced = zeroed(kept.iter().product());
+    let mut reduced = zeroed(count(&kept));
     let strides = strides_in(&kept, g.shape());
     for_each_index(g.shape(), |flat, index| {
         let at: usize = index.iter().zip(&strides).map(|(i, s)| i * s).sum();
@@ -581,7 +654,7 @@ impl Tensor {
 
 /// Call `f(flat, multi_index)` for every element of `shape`, in row-major order.
 fn for_each_index(shape: &[usize], mut f: impl FnMut(usize, &[usize])) {
-    let n: usize = shape.iter().product();
+    let n = count(shape);
     let mut index = Shape::from_elem(0, shape.len());
     for flat in 0..n {
         f(flat, &index);
