@@ -658,7 +658,11 @@ impl Op for SumAxis {
         let mut out_shape = Shape::from_slice(shape);
         out_shape.remove(axis);
         fits("sum_axis", &out_shape)?;
-        // Exact now: a product of some of the dimensions of a shape that fits.
+        if x[0].is_empty() {
+            // Sums over nothing (+0.0), or no sums at all.
+            return Ok(Tensor::zeros(&out_shape));
+        }
+        // Exact: products of some of the dimensions of a non-empty shape that fits.
         let outer: usize = shape[..axis].iter().product();
         let (len, inner): (usize, usize) = (shape[axis], shape[axis + 1..].iter().product());
         let mut out = zeroed(outer * inner);

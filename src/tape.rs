@@ -386,7 +386,7 @@ impl<'t> Var<'t> {
     #[track_caller]
     pub fn backward(self) -> Gradients {
         let shape = self.shape();
-        let n: usize = shape.iter().product();
+        let n = crate::tensor::numel(&shape).unwrap_or(usize::MAX);
         if n != 1 {
             panic!(
                 "tapegrad: backward: var has shape {shape:?} ({n} elements); backward() needs \
