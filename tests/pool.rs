@@ -1,0 +1,75 @@
+//! The per-thread buffer pool gives its memory back when asked: after a hinge loss at
+//! N = 10^7, dropping everything leaves the pool's buffers alive (by design: the next
+//! call of that size reuses them), and `release_pooled_buffers` returns live memory to
+//! where it was before the call. One test in this binary, so the allocator's count is
+//! not disturbed by another test running beside it.
+
+use std::alloc::{GlobalAlloc, Layout, System};
+use std::sync::atomic::{AtomicIsize, Ordering};
+use tapegrad::losses::hinge;
+use tapegrad::{Tape, Tensor, pooled_bytes, release_pooled_buffers};
+
+struct Counting;
+
+static LIVE: AtomicIsize = AtomicIsize::new(0);
+
+// SAFETY: every call is forwarded unchanged to `System`; only sizes are counted.
+unsafe impl GlobalAlloc for Counting {
+    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
+        LIVE.fetch_add(layout.size() as isize, Ordering::SeqCst);
+        // SAFETY: same layout contract as ours.
+        unsafe { System.alloc(layout) }
+    }
+    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
+        LIVE.fetch_sub(layout.size() as isize, Ordering::SeqCst);
+        // SAFETY: `ptr` came from `System.alloc` with this layout.
+        unsafe { System.dealloc(ptr, layout) }
+    }
+    unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
+        LIVE.fetch_add(new_size as isize - layout.size() as isize, Ordering::SeqCst);
+        // SAFETY: forwarded unchanged.
+        unsafe { System.realloc(ptr, layout, new_size) }
+    }
+}
+
+#[global_allocator]
+static GLOBAL: Counting = Counting;
+
+fn live() -> isize {
+    LIVE.load(Ordering::SeqCst)
+}
+
+#[test]
+fn live_memory_falls_back_after_a_large_hinge_once_the_pool_is_released() {
+    const N: usize = 10_000_000;
+    let array = (N * 8) as isize;
+    let before = live();
+    {
+        let pred = Tensor::from((0..N).map(|i| (i % 7) as f64 - 3.0).collect::<Vec<_>>());
+        let target = Tensor::from(
+            (0..N)
+                .map(|i| if i % 2 == 0 { 1.0 } else { -1.0 })
+                .collect::<Vec<_>>(),
+        );
+        let tape = Tape::new();
+        let p = tape.var(pred);
+        let loss = hinge(p, tape.constant(target));
+        let grads = loss.backward();
+        assert_eq!(grads.wrt(p).len(), N);
+        assert!(live() - before > 3 * array, "inputs and gradient are alive");
+    }
+    let kept = live() - before;
+    assert!(
+        pooled_bytes() as isize >= array,
+        "the pool keeps buffers by design"
+    );
+    assert!(kept >= array, "{kept} bytes still held");
+    let released = release_pooled_buffers() as isize;
+    assert!(released >= array, "released {released}");
+    assert_eq!(pooled_bytes(), 0);
+    let after = live() - before;
+    assert!(
+        after < array / 100,
+        "{after} bytes still live after release"
+    );
+}
