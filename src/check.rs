@@ -431,7 +431,7 @@ impl Stencil {
 
 /// Judge `f` around a point along one direction: `at(t)` is `f(x + t d)`, `f0 = f(x)`.
 fn probe(f0: f64, h0: f64, tol: Tolerance, mut at: impl FnMut(f64) -> f64) -> Verdict {
-    if !f0.is_finite() || !(h0 > 0.0 && h0.is_finite()) {
+    if !(f0.is_finite() && h0 > 0.0 && h0.is_finite()) {
         return Verdict::Unchecked;
     }
     let mut h = h0;
