@@ -55,15 +55,12 @@ fn reshape_to_a_shape_that_overflows_is_an_error() {
 fn ops_whose_result_would_overflow_panic_at_the_op_naming_it_and_the_shapes() {
     let tape = Tape::new();
     let a = tape.var(Tensor::zeros(&[HUGE, HUGE, 0]));
-    let line = line!() + 1;
+    let line = line!() + 2;
     let message = panic_message(|| {
         a.sum_axis(2);
     });
     assert!(message.starts_with("tapegrad: sum_axis"), "{message}");
-    assert!(
-        message.contains("[4294967296, 1]") || message.contains("4294967296"),
-        "{message}"
-    );
+    assert!(message.contains("[4294967296, 4294967296]"), "{message}");
     assert!(message.contains(&format!("limits.rs:{line}")), "{message}");
 
     let m = tape.var(Tensor::zeros(&[HUGE, 0]));
