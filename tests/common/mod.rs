@@ -1,0 +1,75 @@
+//! Helpers shared by the test files, and the op table ([`ops`]).
+//!
+//! Cargo builds every `tests/*.rs` as a crate of its own; a file that needs these says
+//! `mod common;`. Not every file uses every helper, hence the `allow(dead_code)`.
+
+#![allow(dead_code)]
+
+pub mod fd;
+pub mod ops;
+pub mod rng;
+pub mod shapes;
+
+// Re-exported for the files that use them; no file uses all.
+#[allow(unused_imports)]
+pub use fd::{assert_close, close, fd_grad, fd_grad_with_step};
+#[allow(unused_imports)]
+pub use rng::{Rng, uniform};
+#[allow(unused_imports)]
+pub use shapes::{broadcast_offset, broadcast_shape, broadcast_to, broadcast_zip, map, unravel};
+
+use std::panic::{AssertUnwindSafe, catch_unwind};
+
+pub const NAN: f64 = f64::NAN;
+pub const INF: f64 = f64::INFINITY;
+
+/// The special values of `fixtures/special_values.txt`: NaN, ±inf, ±0, ±1 and 2.
+pub const SPECIALS: [f64; 8] = [NAN, INF, -INF, 0.0, -0.0, 1.0, -1.0, 2.0];
+
+/// The message of the panic `f` raises (fails the test if it does not panic).
+pub fn panic_message<R>(f: impl FnOnce() -> R) -> String {
+    let payload = match catch_unwind(AssertUnwindSafe(f)) {
+        Ok(_) => panic!("expected a panic, but the call returned"),
+        Err(payload) => payload,
+    };
+    if let Some(s) = payload.downcast_ref::<String>() {
+        s.clone()
+    } else if let Some(s) = payload.downcast_ref::<&str>() {
+        (*s).to_string()
+    } else {
+        panic!("panic payload is neither String nor &str")
+    }
+}
+
+/// Assert `message` contains every one of `needles`.
+#[track_caller]
+pub fn assert_mentions(message: &str, needles: &[&str]) {
+    for needle in needles {
+        assert!(
+            message.contains(needle),
+            "message lacks {needle:?}: {message}"
+        );
+    }
+}
+
+/// Equal as f64 (so -0.0 == 0.0), or both NaN.
+pub fn same(a: f64, b: f64) -> bool {
+    a == b || (a.is_nan() && b.is_nan())
+}
+
+/// The same f64 bit for bit (signed zeros told apart), any NaN matching any NaN.
+pub fn same_bits(a: f64, b: f64) -> bool {
+    a.to_bits() == b.to_bits() || (a.is_nan() && b.is_nan())
+}
+
+/// Every element [`same`], listing both slices on failure.
+#[track_caller]
+pub fn assert_same(got: &[f64], want: &[f64], what: &str) {
+    assert_eq!(got.len(), want.len(), "{what}: length");
+    for (i, (&g, &w)) in got.iter().zip(want).enumerate() {
+        assert!(
+            same(g, w),
+            "{what}: element {i}: got {g:?}, want {w:?}\n  got  {got:?}\n  want {want:?}"
+        );
+    }
+}
