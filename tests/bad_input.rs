@@ -2,24 +2,12 @@
 //! involved and the caller's `file:line:col` in its message; fallible constructors
 //! return an `Err` that says what is wrong; empty tensors behave like numpy's.
 
-use std::panic::{AssertUnwindSafe, catch_unwind};
-use tapegrad::losses::hinge;
-use tapegrad::{Tape, Tensor, max, min};
+mod common;
 
-/// The message of the panic `f` raises (fails the test if it does not panic).
-fn panic_message(f: impl FnOnce()) -> String {
-    let payload = match catch_unwind(AssertUnwindSafe(f)) {
-        Ok(()) => panic!("expected a panic, but the call returned"),
-        Err(payload) => payload,
-    };
-    if let Some(s) = payload.downcast_ref::<String>() {
-        s.clone()
-    } else if let Some(s) = payload.downcast_ref::<&str>() {
-        (*s).to_string()
-    } else {
-        panic!("panic payload is neither String nor &str")
-    }
-}
+use common::ops::{Arg, OPS};
+use common::{assert_mentions, panic_message};
+use tapegrad::losses::hinge;
+use tapegrad::{Tape, Tensor};
 
 /// `(line, message)`: the line of the call (this macro's line) and the message of the
 /// panic that evaluating `$e` raises.
@@ -56,52 +44,33 @@ fn matrix(rows: usize, cols: usize) -> Tensor {
 
 // ---- shapes that do not broadcast ----------------------------------------------------
 
+/// Every binary op of the table, recorded in `tests/common/ops.rs`: the panic names the
+/// op, both shapes, and that file's line (the caller's, not one inside tapegrad).
 #[test]
-fn add_of_shapes_that_do_not_broadcast_panics_naming_op_shapes_and_line() {
+fn every_binary_op_of_shapes_that_do_not_broadcast_panics_naming_op_shapes_and_caller() {
+    let binary: Vec<_> = OPS.iter().filter(|op| op.binary().is_some()).collect();
+    assert!(
+        binary.len() >= 6,
+        "the table's binary ops: {}",
+        binary.len()
+    );
+    for op in binary {
+        let tape = Tape::new();
+        let (a, b) = (tape.var(matrix(2, 3)), tape.var(Tensor::from(vec![1.0; 4])));
+        let message = panic_message(|| op.apply(&[a, b], &Arg::None));
+        assert_mentions(
+            &message,
+            &[op.name, "[2, 3]", "[4]", "tests/common/ops.rs:"],
+        );
+    }
+}
+
+#[test]
+fn add_of_shapes_that_do_not_broadcast_names_the_line_it_was_written_on() {
     let tape = Tape::new();
     let (a, b) = (tape.var(matrix(2, 3)), tape.var(Tensor::from(vec![1.0; 4])));
     let (line, message) = panic_at_line!(a + b);
     assert_names(&message, line, &["add", "[2, 3]", "[4]"]);
-}
-
-#[test]
-fn sub_of_shapes_that_do_not_broadcast_panics_naming_op_shapes_and_line() {
-    let tape = Tape::new();
-    let (a, b) = (tape.var(matrix(2, 3)), tape.var(Tensor::from(vec![1.0; 4])));
-    let (line, message) = panic_at_line!(a - b);
-    assert_names(&message, line, &["sub", "[2, 3]", "[4]"]);
-}
-
-#[test]
-fn mul_of_shapes_that_do_not_broadcast_panics_naming_op_shapes_and_line() {
-    let tape = Tape::new();
-    let (a, b) = (tape.var(matrix(2, 3)), tape.var(Tensor::from(vec![1.0; 4])));
-    let (line, message) = panic_at_line!(a * b);
-    assert_names(&message, line, &["mul", "[2, 3]", "[4]"]);
-}
-
-#[test]
-fn div_of_shapes_that_do_not_broadcast_panics_naming_op_shapes_and_line() {
-    let tape = Tape::new();
-    let (a, b) = (tape.var(matrix(2, 3)), tape.var(Tensor::from(vec![1.0; 4])));
-    let (line, message) = panic_at_line!(a / b);
-    assert_names(&message, line, &["div", "[2, 3]", "[4]"]);
-}
-
-#[test]
-fn max_of_shapes_that_do_not_broadcast_panics_naming_op_shapes_and_line() {
-    let tape = Tape::new();
-    let (a, b) = (tape.var(matrix(2, 3)), tape.var(Tensor::from(vec![1.0; 4])));
-    let (line, message) = panic_at_line!(max(a, b));
-    assert_names(&message, line, &["max", "[2, 3]", "[4]"]);
-}
-
-#[test]
-fn min_of_shapes_that_do_not_broadcast_panics_naming_op_shapes_and_line() {
-    let tape = Tape::new();
-    let (a, b) = (tape.var(matrix(2, 3)), tape.var(Tensor::from(vec![1.0; 4])));
-    let (line, message) = panic_at_line!(min(a, b));
-    assert_names(&message, line, &["min", "[2, 3]", "[4]"]);
 }
 
 #[test]
@@ -126,22 +95,19 @@ fn op_on_vars_of_two_tapes_panics_naming_op_and_line() {
 }
 
 #[test]
-fn max_of_vars_of_two_tapes_panics_naming_op_and_line() {
-    let (first, second) = (Tape::new(), Tape::new());
-    let (a, b) = (
-        first.var(Tensor::scalar(1.0)),
-        second.var(Tensor::scalar(2.0)),
+fn every_op_of_two_inputs_on_vars_of_two_tapes_panics_naming_the_op() {
+    let two: Vec<_> = OPS.iter().filter(|op| op.arity() == 2).collect();
+    assert!(
+        two.len() >= 7,
+        "the table's ops of two inputs: {}",
+        two.len()
     );
-    let (line, message) = panic_at_line!(max(a, b));
-    assert_names(&message, line, &["max", "different tapes"]);
-}
-
-#[test]
-fn matmul_of_vars_of_two_tapes_panics_naming_op_and_line() {
-    let (first, second) = (Tape::new(), Tape::new());
-    let (a, b) = (first.var(matrix(2, 2)), second.var(matrix(2, 2)));
-    let (line, message) = panic_at_line!(a.matmul(b));
-    assert_names(&message, line, &["matmul", "different tapes"]);
+    for op in two {
+        let (first, second) = (Tape::new(), Tape::new());
+        let (a, b) = (first.var(matrix(2, 2)), second.var(matrix(2, 2)));
+        let message = panic_message(|| op.apply(&[a, b], &Arg::None));
+        assert_mentions(&message, &[op.name, "different tapes"]);
+    }
 }
 
 // ---- backward and wrt ----------------------------------------------------------------
@@ -221,12 +187,8 @@ fn wrt_of_a_var_recorded_after_tape_clear_panics_instead_of_giving_a_stale_gradi
     };
     tape.clear();
     let y = tape.var(Tensor::from(vec![5.0, 6.0]));
-    let result = catch_unwind(AssertUnwindSafe(|| grads.wrt(y).clone()));
-    assert!(
-        result.is_err(),
-        "wrt gave {:?} for a var of shape [2] recorded after clear()",
-        result.unwrap()
-    );
+    let message = panic_message(|| grads.wrt(y).clone());
+    assert_mentions(&message, &["wrt", "cleared"]);
 }
 
 // ---- item, reshape, matmul, sum_axis -------------------------------------------------
@@ -235,7 +197,12 @@ fn wrt_of_a_var_recorded_after_tape_clear_panics_instead_of_giving_a_stale_gradi
 fn item_of_many_elements_panics_naming_shape_count_and_line() {
     let t = matrix(2, 3);
     let (line, message) = panic_at_line!(t.item());
-    assert_names(&message, line, &["item", "[2, 3]", "6 elements"]);
+    assert_names(
+        &message,
+        line,
+        &["item", "[2, 3]", "6 elements", "exactly one"],
+    );
+    assert_eq!(Tensor::new(vec![7.0], &[1, 1]).unwrap().item(), 7.0);
 }
 
 #[test]
@@ -298,30 +265,6 @@ fn sum_axis_of_a_rank0_var_panics() {
     assert_names(&message, line, &["sum_axis", "axis 0", "[]"]);
 }
 
-// ---- a live value() guard ------------------------------------------------------------
-
-#[test]
-fn recording_an_op_while_a_value_guard_is_alive_panics_saying_so() {
-    let tape = Tape::new();
-    let (x, y) = (tape.var(Tensor::scalar(1.0)), tape.var(Tensor::scalar(2.0)));
-    let guard = x.value();
-    let (line, message) = panic_at_line!(x * y);
-    drop(guard);
-    assert_names(&message, line, &["mul", "value()", "guard"]);
-}
-
-/// With an `f64` operand the panic comes from recording that number as a constant; it
-/// must still name the caller's line, not a line inside tapegrad.
-#[test]
-fn recording_an_op_with_an_f64_while_a_value_guard_is_alive_names_the_callers_line() {
-    let tape = Tape::new();
-    let x = tape.var(Tensor::scalar(1.0));
-    let guard = x.value();
-    let (line, message) = panic_at_line!(x * 2.0);
-    drop(guard);
-    assert_names(&message, line, &["value()", "guard"]);
-}
-
 // ---- Tensor::new ---------------------------------------------------------------------
 
 #[test]
@@ -330,6 +273,25 @@ fn tensor_new_with_the_wrong_length_is_an_error_naming_length_and_shape() {
     for part in ["Tensor::new", "5 elements", "[2, 3]", "needs 6"] {
         assert!(err.contains(part), "{part:?} missing from: {err}");
     }
+}
+
+#[test]
+fn tensor_new_with_a_shape_too_large_for_usize_is_an_error_naming_the_shape() {
+    let err = Tensor::new(vec![], &[1 << 32, 1 << 32]).unwrap_err();
+    assert_mentions(
+        &err.to_string(),
+        &["Tensor::new", "[4294967296, 4294967296]"],
+    );
+}
+
+#[test]
+fn tensor_new_errors_are_std_errors() {
+    fn build() -> Result<Tensor, Box<dyn std::error::Error>> {
+        Ok(Tensor::new(vec![1.0], &[2])?)
+    }
+    let err = build().unwrap_err();
+    assert!(err.source().is_none());
+    assert_mentions(&err.to_string(), &["Tensor::new", "[2]"]);
 }
 
 #[test]
@@ -345,35 +307,16 @@ fn empty() -> Tensor {
 }
 
 #[test]
-fn add_of_empty_tensors_is_empty() {
-    let tape = Tape::new();
-    let y = tape.var(empty()) + tape.var(empty());
-    assert_eq!(y.value().shape(), &[0]);
-    assert!(y.value().data().is_empty());
-}
-
-#[test]
-fn mul_of_empty_tensors_is_empty() {
-    let tape = Tape::new();
-    let y = tape.var(empty()) * tape.var(empty());
-    assert_eq!(y.value().shape(), &[0]);
-    assert!(y.value().data().is_empty());
-}
-
-#[test]
-fn max_of_empty_tensors_is_empty() {
-    let tape = Tape::new();
-    let y = max(tape.var(empty()), tape.var(empty()));
-    assert_eq!(y.value().shape(), &[0]);
-    assert!(y.value().data().is_empty());
-}
-
-#[test]
-fn exp_of_an_empty_tensor_is_empty() {
-    let tape = Tape::new();
-    let y = tape.var(empty()).exp();
-    assert_eq!(y.value().shape(), &[0]);
-    assert!(y.value().data().is_empty());
+fn every_elementwise_op_of_empty_tensors_is_empty() {
+    let elementwise: Vec<_> = OPS.iter().filter(|op| op.is_elementwise()).collect();
+    assert!(elementwise.len() >= 9);
+    for op in elementwise {
+        let tape = Tape::new();
+        let inputs: Vec<_> = (0..op.arity()).map(|_| tape.var(empty())).collect();
+        let y = op.apply(&inputs, &Arg::None).value();
+        assert_eq!(y.shape(), &[0], "{}", op.name);
+        assert!(y.data().is_empty(), "{}", op.name);
+    }
 }
 
 #[test]
