@@ -28,7 +28,7 @@ use tapegrad::check::gradcheck;
 use tapegrad::{Tape, Tensor, Var, max, min};
 
 /// Graphs of each kind per CI run.
-const GRAPHS: usize = 60;
+const GRAPHS: usize = 100;
 
 /// The relative error planted in one element.
 const PLANTED: f64 = 1e-3;
