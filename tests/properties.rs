@@ -1,18 +1,25 @@
-//! Property tests: for every op, on random broadcast-compatible shapes and random values,
-//! the tape's gradient is the derivative of the tape's own forward (central finite
-//! differences), has its operand's shape, does not depend on operand order where the op
-//! commutes, and does not change when a reshape round trip is spliced in.
+//! Property tests over the op table (`tests/common/ops.rs`): for every op, on random
+//! broadcast-compatible shapes and random values, the tape's gradient has its operand's
+//! shape and is the derivative of the tape's own forward (central finite differences)
+//! and the table's derivative (to rounding); it does not depend on operand order where
+//! the op commutes (for max/min at ties too), and does not change when a reshape round
+//! trip is spliced in.
 //!
 //! Every loss is `sum(op(inputs) * w)` with `w` a random constant whose shape broadcasts
 //! to the output: a full-shape `w` sends a non-uniform upstream into the op, a smaller
 //! one (down to rank 0) a partly or fully uniform one, which the engine keeps unexpanded.
 //!
-//! `PROPTEST_CASES` overrides the number of cases (256 by default).
+//! Each property runs `PROPTEST_CASES` cases (256 by default) for every op it applies
+//! to; a failure names the op and the shrunk case.
 
+mod common;
+
+use common::ops::{Arg, Domain, Form, OPS, Op, Rule};
+use common::{broadcast_shape, broadcast_to, broadcast_zip, close, fd_grad_with_step};
 use proptest::prelude::*;
-use proptest::test_runner::TestCaseError;
+use proptest::test_runner::{TestCaseError, TestRunner};
 use std::fmt;
-use tapegrad::{Tape, Tensor, Var, max, min};
+use tapegrad::{Tape, Tensor, Var};
 
 fn config() -> ProptestConfig {
     ProptestConfig {
@@ -27,39 +34,22 @@ fn config() -> ProptestConfig {
     }
 }
 
-/// Central-difference step. Inputs are in ±[0.5, 3], so this is about 1e-5 relative.
+/// Central-difference step (relative). Inputs are in ±[0.5, 3], so this is about 1e-5.
 const H: f64 = 1e-5;
 /// `max`/`min` operands closer than this are treated as a kink and the case is skipped.
 const KINK_GAP: f64 = 1e-3;
 
-#[derive(Clone, Debug, PartialEq)]
-enum Op {
-    Add,
-    Sub,
-    Mul,
-    Div,
-    Max,
-    Min,
-    Neg,
-    Exp,
-    Ln,
-    Sum,
-    Mean,
-    SumAxis(usize),
-    Reshape(Vec<usize>),
-    MatMul,
-}
-
 #[derive(Clone)]
 struct Case {
-    op: Op,
+    op: &'static Op,
     inputs: Vec<Tensor>,
+    arg: Arg,
     weight: Tensor,
 }
 
 impl fmt::Debug for Case {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        writeln!(f, "{:?}", self.op)?;
+        writeln!(f, "{} {:?}", self.op.name, self.arg)?;
         for (i, x) in self.inputs.iter().enumerate() {
             writeln!(f, "  input {i}: shape {:?} data {:?}", x.shape(), x.data())?;
         }
@@ -72,26 +62,30 @@ impl fmt::Debug for Case {
     }
 }
 
-// ---- the expressions under test ---------------------------------------------------
-
-fn apply<'t>(op: &Op, x: &[Var<'t>]) -> Var<'t> {
-    match op {
-        Op::Add => x[0] + x[1],
-        Op::Sub => x[0] - x[1],
-        Op::Mul => x[0] * x[1],
-        Op::Div => x[0] / x[1],
-        Op::Max => max(x[0], x[1]),
-        Op::Min => min(x[0], x[1]),
-        Op::Neg => -x[0],
-        Op::Exp => x[0].exp(),
-        Op::Ln => x[0].ln(),
-        Op::Sum => x[0].sum(),
-        Op::Mean => x[0].mean(),
-        Op::SumAxis(axis) => x[0].sum_axis(*axis),
-        Op::Reshape(shape) => x[0].reshape(shape),
-        Op::MatMul => x[0].matmul(x[1]),
-    }
+/// Run `check` on random cases of every op of the table that `applies` to, cases drawn
+/// by `strategy`; fail listing each op whose property failed, with its shrunk case.
+fn for_every_op(
+    applies: impl Fn(&Op) -> bool,
+    strategy: impl Fn(&'static Op) -> BoxedStrategy<Case>,
+    check: impl Fn(&Case) -> Result<(), TestCaseError>,
+) {
+    let ops: Vec<&'static Op> = OPS.iter().filter(|op| applies(op)).collect();
+    assert!(
+        !ops.is_empty(),
+        "the property applies to no op of the table"
+    );
+    let failures: Vec<String> = ops
+        .iter()
+        .filter_map(|&op| {
+            let mut runner = TestRunner::new(config());
+            let result = runner.run(&strategy(op), |case| check(&case));
+            result.err().map(|e| format!("{}: {e}", op.name))
+        })
+        .collect();
+    assert!(failures.is_empty(), "{}", failures.join("\n\n"));
 }
+
+// ---- the expressions under test ---------------------------------------------------
 
 /// `x.reshape([len]).reshape(shape of x)`.
 fn round_trip(x: Var<'_>) -> Var<'_> {
@@ -114,7 +108,7 @@ fn loss<'t>(tape: &'t Tape, case: &Case, inputs: &[Var<'t>], splice: Splice) -> 
     } else {
         inputs.to_vec()
     };
-    let mut out = apply(&case.op, &inputs);
+    let mut out = case.op.apply(&inputs, &case.arg);
     if splice == Splice::RoundTripResult {
         out = round_trip(out);
     }
@@ -144,18 +138,18 @@ fn check_central_differences(case: &Case) -> Result<(), TestCaseError> {
     let (_, grads) = value_and_grads(case, Splice::Nothing);
     for (i, x) in case.inputs.iter().enumerate() {
         prop_assert_eq!(grads[i].shape(), x.shape(), "gradient shape of input {}", i);
-        for j in 0..x.len() {
-            let moved = |delta: f64| -> Vec<Tensor> {
+        let fd = fd_grad_with_step(
+            |xi| {
                 let mut inputs = case.inputs.clone();
-                let mut data = x.data().to_vec();
-                data[j] += delta;
-                inputs[i] = Tensor::new(data, x.shape()).unwrap();
-                inputs
-            };
-            let fd = (value_at(case, &moved(H)) - value_at(case, &moved(-H))) / (2.0 * H);
-            let tape = grads[i].data()[j];
+                inputs[i] = xi.clone();
+                value_at(case, &inputs)
+            },
+            x,
+            H,
+        );
+        for (j, (&tape, &fd)) in grads[i].data().iter().zip(fd.data()).enumerate() {
             prop_assert!(
-                (tape - fd).abs() <= 1e-6 * (1.0 + fd.abs()),
+                close(tape, fd, 1e-6),
                 "input {} element {}: tape gradient {} but central difference {}",
                 i,
                 j,
@@ -167,12 +161,27 @@ fn check_central_differences(case: &Case) -> Result<(), TestCaseError> {
     Ok(())
 }
 
-fn check_gradient_shapes(case: &Case) -> Result<(), TestCaseError> {
+/// The tape's gradient is the table's derivative for the upstream `w` (broadcast to the
+/// output), up to the rounding of sums taken in another order.
+fn check_table_derivative(case: &Case) -> Result<(), TestCaseError> {
     let (_, grads) = value_and_grads(case, Splice::Nothing);
-    prop_assert_eq!(grads.len(), case.inputs.len());
-    for (i, (g, x)) in grads.iter().zip(&case.inputs).enumerate() {
-        prop_assert_eq!(g.shape(), x.shape(), "input {}", i);
-        prop_assert_eq!(g.len(), x.len(), "input {}", i);
+    let out = case.op.value(&case.inputs, &case.arg);
+    let upstream = broadcast_to(&case.weight, out.shape());
+    let want = case
+        .op
+        .vjp(&case.inputs, &case.arg, &upstream, [true, true]);
+    for (i, (g, w)) in grads.iter().zip(&want).enumerate() {
+        prop_assert_eq!(g.shape(), w.shape(), "gradient shape of input {}", i);
+        for (j, (&g, &w)) in g.data().iter().zip(w.data()).enumerate() {
+            prop_assert!(
+                close(g, w, 1e-10),
+                "input {} element {}: tape gradient {} but the table says {}",
+                i,
+                j,
+                g,
+                w
+            );
+        }
     }
     Ok(())
 }
@@ -229,16 +238,21 @@ fn check_operand_order_irrelevant(case: &Case) -> Result<(), TestCaseError> {
 
 // ---- strategies ---------------------------------------------------------------------
 
-/// Values in ±[0.5, 3]: away from 0 (for `ln` and `/`) and small enough for `exp`.
-fn signed() -> BoxedStrategy<f64> {
+/// Values of `domain`: magnitudes in [0.5, 3], away from 0 (for `ln` and `/`) and
+/// small enough for `exp`.
+fn values(domain: Domain) -> BoxedStrategy<f64> {
     (0.5f64..3.0, any::<bool>())
-        .prop_map(|(m, negative)| if negative { -m } else { m })
+        .prop_map(move |(m, negative)| domain.pick(m, negative))
         .boxed()
 }
 
-/// Values in [0.5, 3], for `ln`.
-fn positive() -> BoxedStrategy<f64> {
-    (0.5f64..3.0).boxed()
+fn signed() -> BoxedStrategy<f64> {
+    values(Domain::Signed)
+}
+
+/// Few distinct values, so that max/min operands tie in many elements.
+fn tie_prone() -> BoxedStrategy<f64> {
+    prop::sample::select(vec![-2.0, -1.0, 0.5, 1.0, 2.5]).boxed()
 }
 
 /// An output shape: rank 0 to 3, dims 1 to 5.
@@ -272,63 +286,24 @@ fn weight(out: Vec<usize>) -> impl Strategy<Value = Tensor> {
     prop_oneof![full, smaller].prop_flat_map(|shape| tensor(shape, (-2.0f64..2.0).boxed()))
 }
 
-/// numpy's broadcast of two shapes (they must broadcast).
-fn broadcast(a: &[usize], b: &[usize]) -> Vec<usize> {
-    let rank = a.len().max(b.len());
-    let dim = |s: &[usize], d: usize| {
-        let pad = rank - s.len();
-        if d < pad { 1 } else { s[d - pad] }
-    };
-    (0..rank)
-        .map(|d| {
-            let (x, y) = (dim(a, d), dim(b, d));
-            assert!(
-                x == y || x == 1 || y == 1,
-                "{a:?} and {b:?} do not broadcast"
-            );
-            x.max(y)
-        })
-        .collect()
-}
-
 /// The smallest `|a - b|` over all pairs of elements the broadcast puts together.
 fn min_gap(a: &Tensor, b: &Tensor) -> f64 {
-    let out = broadcast(a.shape(), b.shape());
-    let flat_in = |x: &Tensor, index: &[usize]| {
-        let pad = index.len() - x.shape().len();
-        x.shape()
-            .iter()
-            .zip(&index[pad..])
-            .fold(0, |flat, (&d, &i)| flat * d + if d == 1 { 0 } else { i })
-    };
-    let mut gap = f64::INFINITY;
-    let n: usize = out.iter().product();
-    let mut index = vec![0; out.len()];
-    for _ in 0..n {
-        let (p, q) = (a.data()[flat_in(a, &index)], b.data()[flat_in(b, &index)]);
-        gap = gap.min((p - q).abs());
-        for d in (0..out.len()).rev() {
-            index[d] += 1;
-            if index[d] < out[d] {
-                break;
-            }
-            index[d] = 0;
-        }
-    }
-    gap
+    let gaps = broadcast_zip(a, b, |p, q| (p - q).abs());
+    gaps.data().iter().fold(f64::INFINITY, |m, &g| m.min(g))
 }
 
-/// An elementwise binary op on random broadcast-compatible operands.
+/// An elementwise binary op on random broadcast-compatible operands; kept away from
+/// the kink if `apart` (the operands of max/min).
 fn binary(
-    op: Op,
+    op: &'static Op,
     a_values: BoxedStrategy<f64>,
     b_values: BoxedStrategy<f64>,
+    apart: bool,
 ) -> BoxedStrategy<Case> {
-    let away_from_kinks = matches!(op, Op::Max | Op::Min);
     output_shape()
         .prop_flat_map(|out| (operand_shape(out.clone()), operand_shape(out)))
         .prop_flat_map(move |(sa, sb)| {
-            let out = broadcast(&sa, &sb);
+            let out = broadcast_shape(&sa, &sb);
             (
                 tensor(sa, a_values.clone()),
                 tensor(sb, b_values.clone()),
@@ -336,41 +311,45 @@ fn binary(
             )
         })
         .prop_map(move |(a, b, weight)| Case {
-            op: op.clone(),
+            op,
             inputs: vec![a, b],
+            arg: Arg::None,
             weight,
         })
         .prop_filter("max/min operands too close to a tie", move |case| {
-            !away_from_kinks || min_gap(&case.inputs[0], &case.inputs[1]) > KINK_GAP
+            !apart || min_gap(&case.inputs[0], &case.inputs[1]) > KINK_GAP
         })
         .boxed()
 }
 
 /// An op of one operand that keeps its shape.
-fn unary(op: Op, values: BoxedStrategy<f64>) -> BoxedStrategy<Case> {
+fn unary(op: &'static Op, values: BoxedStrategy<f64>) -> BoxedStrategy<Case> {
     output_shape()
         .prop_flat_map(move |shape| (tensor(shape.clone(), values.clone()), weight(shape)))
         .prop_map(move |(x, weight)| Case {
-            op: op.clone(),
+            op,
             inputs: vec![x],
+            arg: Arg::None,
             weight,
         })
         .boxed()
 }
 
-/// `sum` or `mean` of a random tensor.
-fn reduce(op: Op) -> BoxedStrategy<Case> {
+/// A reduction of a random tensor to one number.
+fn reduce(op: &'static Op) -> BoxedStrategy<Case> {
     output_shape()
         .prop_flat_map(|shape| (tensor(shape, signed()), weight(vec![])))
         .prop_map(move |(x, weight)| Case {
-            op: op.clone(),
+            op,
             inputs: vec![x],
+            arg: Arg::None,
             weight,
         })
         .boxed()
 }
 
-fn sum_axis() -> BoxedStrategy<Case> {
+/// A sum over one axis of a random tensor of rank 1 to 3.
+fn sum_axis(op: &'static Op) -> BoxedStrategy<Case> {
     prop::collection::vec(1usize..=5, 1..=3)
         .prop_flat_map(|shape| (Just(shape.clone()), 0..shape.len()))
         .prop_flat_map(|(shape, axis)| {
@@ -378,16 +357,17 @@ fn sum_axis() -> BoxedStrategy<Case> {
             out.remove(axis);
             (tensor(shape, signed()), Just(axis), weight(out))
         })
-        .prop_map(|(x, axis, weight)| Case {
-            op: Op::SumAxis(axis),
+        .prop_map(move |(x, axis, weight)| Case {
+            op,
             inputs: vec![x],
+            arg: Arg::Axis(axis),
             weight,
         })
         .boxed()
 }
 
 /// Reshape to the same dims in another order, with a 1 inserted somewhere or not.
-fn reshape() -> BoxedStrategy<Case> {
+fn reshape(op: &'static Op) -> BoxedStrategy<Case> {
     output_shape()
         .prop_flat_map(|shape| {
             let rank = shape.len();
@@ -403,15 +383,16 @@ fn reshape() -> BoxedStrategy<Case> {
             }
             (tensor(shape, signed()), weight(to.clone()), Just(to))
         })
-        .prop_map(|(x, weight, to)| Case {
-            op: Op::Reshape(to),
+        .prop_map(move |(x, weight, to)| Case {
+            op,
             inputs: vec![x],
+            arg: Arg::Shape(to),
             weight,
         })
         .boxed()
 }
 
-fn matmul() -> BoxedStrategy<Case> {
+fn matmul(op: &'static Op) -> BoxedStrategy<Case> {
     (1usize..=5, 1usize..=5, 1usize..=5)
         .prop_flat_map(|(m, k, n)| {
             (
@@ -420,93 +401,80 @@ fn matmul() -> BoxedStrategy<Case> {
                 weight(vec![m, n]),
             )
         })
-        .prop_map(|(a, b, weight)| Case {
-            op: Op::MatMul,
+        .prop_map(move |(a, b, weight)| Case {
+            op,
             inputs: vec![a, b],
+            arg: Arg::None,
             weight,
         })
         .boxed()
 }
 
-// ---- one module of properties per op --------------------------------------------------
-
-macro_rules! op_properties {
-    ($name:ident, $strategy:expr) => {
-        mod $name {
-            use super::*;
-
-            proptest! {
-                #![proptest_config(config())]
-
-                #[test]
-                fn gradient_matches_central_differences(case in $strategy) {
-                    check_central_differences(&case)?;
-                }
-
-                #[test]
-                fn gradient_has_its_operands_shape(case in $strategy) {
-                    check_gradient_shapes(&case)?;
-                }
-
-                #[test]
-                fn reshape_round_trip_of_operands_changes_nothing(case in $strategy) {
-                    check_splice_changes_nothing(&case, Splice::RoundTripOperands)?;
-                }
-
-                #[test]
-                fn reshape_round_trip_of_result_changes_nothing(case in $strategy) {
-                    check_splice_changes_nothing(&case, Splice::RoundTripResult)?;
-                }
-            }
-        }
-    };
+/// Random cases of `op`, from its domain and of shapes its form takes.
+fn cases(op: &'static Op) -> BoxedStrategy<Case> {
+    match &op.rule {
+        Rule::Unary(rule) => unary(op, values(rule.domain)),
+        Rule::Binary(rule) => binary(
+            op,
+            values(rule.domains[0]),
+            values(rule.domains[1]),
+            rule.selects,
+        ),
+        Rule::Tensor(rule) => match rule.form {
+            Form::Reduce => reduce(op),
+            Form::Axis => sum_axis(op),
+            Form::Reshape => reshape(op),
+            Form::MatMul => matmul(op),
+        },
+    }
 }
 
-op_properties!(add, binary(Op::Add, signed(), signed()));
-op_properties!(sub, binary(Op::Sub, signed(), signed()));
-op_properties!(mul, binary(Op::Mul, signed(), signed()));
-op_properties!(div, binary(Op::Div, signed(), signed()));
-op_properties!(max, binary(Op::Max, signed(), signed()));
-op_properties!(min, binary(Op::Min, signed(), signed()));
-op_properties!(neg, unary(Op::Neg, signed()));
-op_properties!(exp, unary(Op::Exp, signed()));
-op_properties!(ln, unary(Op::Ln, positive()));
-op_properties!(sum, reduce(Op::Sum));
-op_properties!(mean, reduce(Op::Mean));
-op_properties!(sum_axis, sum_axis());
-op_properties!(reshape, reshape());
-op_properties!(matmul, matmul());
+// ---- the properties, for every op of the table -------------------------------------------
 
-mod operand_order {
-    use super::*;
+fn every_op(_: &Op) -> bool {
+    true
+}
 
-    proptest! {
-        #![proptest_config(config())]
+#[test]
+fn every_op_gradient_has_its_operands_shape_and_matches_central_differences() {
+    for_every_op(every_op, cases, check_central_differences);
+}
 
-        #[test]
-        fn add_of_b_and_a_equals_add_of_a_and_b(case in binary(Op::Add, signed(), signed())) {
-            check_operand_order_irrelevant(&case)?;
-        }
+#[test]
+fn every_op_gradient_is_the_op_tables_derivative() {
+    for_every_op(every_op, cases, check_table_derivative);
+}
 
-        #[test]
-        fn mul_of_b_and_a_equals_mul_of_a_and_b(case in binary(Op::Mul, signed(), signed())) {
-            check_operand_order_irrelevant(&case)?;
-        }
+#[test]
+fn every_op_gradient_is_unchanged_by_a_reshape_round_trip_of_its_operands() {
+    for_every_op(every_op, cases, |case| {
+        check_splice_changes_nothing(case, Splice::RoundTripOperands)
+    });
+}
 
-        #[test]
-        fn max_of_b_and_a_equals_max_of_a_and_b_away_from_ties(
-            case in binary(Op::Max, signed(), signed())
-        ) {
-            check_operand_order_irrelevant(&case)?;
-        }
+#[test]
+fn every_op_gradient_is_unchanged_by_a_reshape_round_trip_of_its_result() {
+    for_every_op(every_op, cases, |case| {
+        check_splice_changes_nothing(case, Splice::RoundTripResult)
+    });
+}
 
-        #[test]
-        fn min_of_b_and_a_equals_min_of_a_and_b_away_from_ties(
-            case in binary(Op::Min, signed(), signed())
-        ) {
-            check_operand_order_irrelevant(&case)?;
-        }
-    }
+fn commutes(op: &Op) -> bool {
+    op.binary().is_some_and(|rule| rule.commutes)
+}
+
+#[test]
+fn commuting_ops_give_each_operand_the_same_gradient_in_either_order() {
+    for_every_op(commutes, cases, check_operand_order_irrelevant);
+}
+
+/// The tie rule does not look at operand order: two tracked operands split a tie half
+/// and half whichever comes first.
+#[test]
+fn max_and_min_give_each_operand_the_same_gradient_in_either_order_at_ties() {
+    let selects = |op: &Op| op.binary().is_some_and(|rule| rule.selects);
+    let tie_prone = |op| binary(op, tie_prone(), tie_prone(), false);
+    for_every_op(selects, tie_prone, check_operand_order_irrelevant);
 }
 
 // ---- cases the properties found, kept as fixed examples --------------------------------
