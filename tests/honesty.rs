@@ -53,14 +53,14 @@ const KINDS: [Kind; 6] = [
 ];
 
 /// An operand: an earlier node, or a constant (any shape that broadcasts to x's).
-#[derive(Clone)]
+#[derive(Clone, Debug)]
 enum Operand {
     Node(usize),
     Constant(Tensor),
 }
 
 /// One node of a random graph; node 0 is the input (through the identity op).
-#[derive(Clone)]
+#[derive(Clone, Debug)]
 enum Step {
     Add(usize, Operand),
     Sub(Operand, usize),
@@ -429,8 +429,12 @@ fn run(kind: Kind, count: usize, seed: u64) -> Tally {
         let right = gradcheck(|tape, x| build(&g, tape, x, 0, 1.0), &g.x);
         if !right.passed() {
             t.false_alarms += 1;
-            t.first_alarm
-                .get_or_insert_with(|| format!("{kind:?} graph {}: {right}", t.graphs));
+            t.first_alarm.get_or_insert_with(|| {
+                format!(
+                    "{kind:?} graph {}: {right}\n  x = {:?}\n  steps = {:?}",
+                    t.graphs, g.x, g.steps
+                )
+            });
         }
         // ... and the planted error caught, at an element where f is differentiable
         // and the gradient is large enough for the error to exceed the abs tolerance.
@@ -447,9 +451,12 @@ fn run(kind: Kind, count: usize, seed: u64) -> Tally {
         if wrong.passed() {
             t.first_miss.get_or_insert_with(|| {
                 format!(
-                    "{kind:?} graph {}: error at element {at} (gradient {}) passed: {wrong}",
+                    "{kind:?} graph {}: error at element {at} (gradient {}) passed: {wrong}\n  \
+                     x = {:?}\n  steps = {:?}",
                     t.graphs,
-                    grad.data()[at]
+                    grad.data()[at],
+                    g.x,
+                    g.steps
                 )
             });
         } else {
@@ -485,6 +492,9 @@ fn gradcheck_never_cries_wolf_and_catches_a_planted_error_in_every_kind_of_graph
             t.tape_vs_fd_wrong,
             t.tape_vs_fd
         ));
+        if let Some(miss) = &t.first_miss {
+            report.push(format!("  first miss: {miss}"));
+        }
         if t.false_alarms > 0 {
             problems.push(t.first_alarm.unwrap_or_default());
         }
