@@ -9,7 +9,7 @@
 mod common;
 
 use common::ops::{Arg, LAYOUTS, Layout, OPS, Op, engine_grads, op};
-use common::{INF, NAN, SPECIALS, assert_same, same_bits};
+use common::{INF, NAN, SPECIALS, assert_same, same_bits, same_bits_or_none};
 use tapegrad::losses::{hinge, hinge_grad_closed_form};
 use tapegrad::{Tape, Tensor, Var, max};
 
@@ -219,10 +219,7 @@ fn assert_shares(op: &Op, a: Operand, b: Operand, want: [Option<f64>; 2]) {
             for u in [1.0, -3.0, INF] {
                 let got = shares_of(op, a, b, layout, u);
                 let expected = want.map(|s| s.map(|s| if s == 0.0 { 0.0 } else { s * u }));
-                let ok = got.iter().zip(&expected).all(|(g, e)| match (g, e) {
-                    (Some(g), Some(e)) => same_bits(*g, *e),
-                    (g, e) => g == e,
-                });
+                let ok = (0..2).all(|k| same_bits_or_none(got[k], expected[k]));
                 assert!(
                     ok,
                     "d {}({a:?}, {b:?}) in {layout:?}, upstream {u}: got {got:?}, want {expected:?}",
@@ -255,41 +252,35 @@ fn max_and_min_send_the_whole_gradient_to_the_winner_and_exactly_zero_to_the_oth
     }
 }
 
-#[test]
-fn max_and_min_tie_with_a_constant_on_either_side_sends_nothing_back() {
+/// [`assert_shares`] of max and min at every pair of [`TIES`], a var against `other`.
+#[track_caller]
+fn assert_at_every_tie(other: fn(f64) -> Operand, want: [Option<f64>; 2]) {
     for op in max_and_min() {
         for (a, b) in TIES {
-            assert_shares(op, V(a), Const(b), [Some(0.0), None]);
+            assert_shares(op, V(a), other(b), want);
         }
     }
 }
 
 #[test]
+fn max_and_min_tie_with_a_constant_on_either_side_sends_nothing_back() {
+    assert_at_every_tie(Const, [Some(0.0), None]);
+}
+
+#[test]
 fn max_and_min_tie_with_an_f64_on_either_side_sends_nothing_back() {
-    for op in max_and_min() {
-        for (a, b) in TIES {
-            assert_shares(op, V(a), F64(b), [Some(0.0), None]);
-        }
-    }
+    assert_at_every_tie(F64, [Some(0.0), None]);
 }
 
 #[test]
 fn max_and_min_tie_with_an_expression_of_constants_on_either_side_sends_nothing_back() {
     // max(c1 - c2, x): c1 - c2 depends on no var, so it is untracked like a constant.
-    for op in max_and_min() {
-        for (a, b) in TIES {
-            assert_shares(op, V(a), ConstExpr(b), [Some(0.0), None]);
-        }
-    }
+    assert_at_every_tie(ConstExpr, [Some(0.0), None]);
 }
 
 #[test]
 fn max_and_min_tie_between_two_vars_splits_the_gradient_half_and_half() {
-    for op in max_and_min() {
-        for (a, b) in TIES {
-            assert_shares(op, V(a), V(b), [Some(0.5), Some(0.5)]);
-        }
-    }
+    assert_at_every_tie(V, [Some(0.5), Some(0.5)]);
 }
 
 #[test]
@@ -412,12 +403,8 @@ fn max_and_min_gradients_do_not_depend_on_operand_order() {
                     for layout in LAYOUTS {
                         let ab = shares_of(op, V(a), other, layout, 1.0);
                         let ba = shares_of(op, other, V(a), layout, 1.0);
-                        let same = |x: Option<f64>, y: Option<f64>| match (x, y) {
-                            (Some(x), Some(y)) => same_bits(x, y),
-                            (x, y) => x == y,
-                        };
                         assert!(
-                            same(ab[0], ba[1]) && same(ab[1], ba[0]),
+                            same_bits_or_none(ab[0], ba[1]) && same_bits_or_none(ab[1], ba[0]),
                             "{}(x = {a:?}, {other:?}) in {layout:?}: {ab:?}, swapped {ba:?}",
                             op.name
                         );
@@ -581,34 +568,18 @@ fn rank0_and_tensor_backward_rules_agree_bit_for_bit_on_special_values() {
     let mut mismatches = Vec::new();
     let mut checked = 0;
     for op in OPS.iter().filter(|op| op.is_elementwise()) {
-        let (inputs, tracked): (Vec<Vec<f64>>, &[[bool; 2]]) = match op.arity() {
-            1 => (SPECIALS.map(|a| vec![a]).to_vec(), &[[true, false]]),
-            _ => (
-                SPECIALS
-                    .iter()
-                    .flat_map(|&a| SPECIALS.map(|b| vec![a, b]))
-                    .collect(),
-                &[[true, true], [true, false], [false, true]],
-            ),
-        };
-        for x in &inputs {
-            for &tracked in tracked {
-                for u in upstreams {
-                    let scalar = engine_grads(op, x, tracked, Layout::Rank0, u);
-                    let tensor = engine_grads(op, x, tracked, Layout::Tensor, u);
-                    let agree = scalar.iter().zip(&tensor).all(|(s, t)| match (s, t) {
-                        (Some(s), Some(t)) => same_bits(*s, *t),
-                        (s, t) => s == t,
-                    });
-                    if !agree {
-                        mismatches.push(format!(
-                            "{}{x:?} tracked {tracked:?} upstream {u}: rank-0 {scalar:?}, \
-                             tensor {tensor:?}",
-                            op.name
-                        ));
-                    }
-                    checked += 1;
+        for (x, tracked) in op.special_inputs() {
+            for u in upstreams {
+                let scalar = engine_grads(op, &x, tracked, Layout::Rank0, u);
+                let tensor = engine_grads(op, &x, tracked, Layout::Tensor, u);
+                if !(0..2).all(|k| same_bits_or_none(scalar[k], tensor[k])) {
+                    mismatches.push(format!(
+                        "{}{x:?} tracked {tracked:?} upstream {u}: rank-0 {scalar:?}, \
+                         tensor {tensor:?}",
+                        op.name
+                    ));
                 }
+                checked += 1;
             }
         }
     }

@@ -13,8 +13,8 @@
 
 mod common;
 
-use common::ops::{Arg, LAYOUTS, Layout, OPS, Op, engine_grads, op};
-use common::{INF, NAN, SPECIALS, same, same_bits};
+use common::ops::{Arg, LAYOUTS, OPS, Op, engine_grads, op};
+use common::{INF, NAN, SPECIALS, same, same_bits, same_bits_or_none};
 use tapegrad::{Tape, Tensor, Var};
 
 const FIXTURE: &str = include_str!("fixtures/special_values.txt");
@@ -423,20 +423,13 @@ const UNARY_GRADIENTS: &[(&str, f64, f64)] = &[
     ("ln", NAN, NAN),
 ];
 
-fn same_option(got: Option<f64>, want: Option<f64>) -> bool {
-    match (got, want) {
-        (Some(g), Some(w)) => same_bits(g, w),
-        (g, w) => g == w,
-    }
-}
-
 #[test]
 fn binary_op_gradients_at_special_inputs_follow_the_documented_rules() {
     let mut failures = Vec::new();
     for &(name, a, b, tracked, want_a, want_b) in BINARY_GRADIENTS {
         for layout in LAYOUTS {
             let [ga, gb] = engine_grads(op(name), &[a, b], tracked, layout, 1.0);
-            if !same_option(ga, want_a) || !same_option(gb, want_b) {
+            if !same_bits_or_none(ga, want_a) || !same_bits_or_none(gb, want_b) {
                 failures.push(format!(
                     "  d {name}({a:?}, {b:?}) tracked {tracked:?} in {layout:?}: got \
                      ({ga:?}, {gb:?}), want ({want_a:?}, {want_b:?})"
@@ -453,7 +446,7 @@ fn unary_op_gradients_at_special_inputs_follow_the_documented_rules() {
     for &(name, a, want) in UNARY_GRADIENTS {
         for layout in LAYOUTS {
             let [g, _] = engine_grads(op(name), &[a], A_ONLY, layout, 1.0);
-            if !same_option(g, Some(want)) {
+            if !same_bits_or_none(g, Some(want)) {
                 failures.push(format!(
                     "  d {name}({a:?}) in {layout:?}: got {g:?}, want {want:?}"
                 ));
@@ -463,17 +456,32 @@ fn unary_op_gradients_at_special_inputs_follow_the_documented_rules() {
     assert_none_failed(&failures, UNARY_GRADIENTS.len());
 }
 
-/// The inputs of an elementwise op at every special value (every pair for two
-/// operands), with every choice of tracked operands.
-fn special_inputs(op: &Op) -> Vec<(Vec<f64>, [bool; 2])> {
-    match op.arity() {
-        1 => SPECIALS.iter().map(|&a| (vec![a], A_ONLY)).collect(),
-        _ => SPECIALS
-            .iter()
-            .flat_map(|&a| SPECIALS.map(|b| vec![a, b]))
-            .flat_map(|x| [BOTH, A_ONLY, B_ONLY].map(|t| (x.clone(), t)))
-            .collect(),
+/// The engine's gradients of every elementwise op of the table at every special input
+/// (with every choice of tracked operands), in both layouts, for the upstream `u`:
+/// `check(op, x, tracked, got)` says what was wanted where they are wrong; every such
+/// case is listed.
+fn assert_at_every_special_input(
+    u: f64,
+    check: impl Fn(&Op, &[f64], [bool; 2], [Option<f64>; 2]) -> Result<(), String>,
+) {
+    let mut failures = Vec::new();
+    let mut checked = 0;
+    for op in OPS.iter().filter(|op| op.is_elementwise()) {
+        for (x, tracked) in op.special_inputs() {
+            for layout in LAYOUTS {
+                let got = engine_grads(op, &x, tracked, layout, u);
+                if let Err(want) = check(op, &x, tracked, got) {
+                    failures.push(format!(
+                        "  d {}{x:?} tracked {tracked:?} in {layout:?}, upstream {u}: got \
+                         {got:?}, want {want}",
+                        op.name
+                    ));
+                }
+                checked += 1;
+            }
+        }
     }
+    assert_none_failed(&failures, checked);
 }
 
 /// The table's derivative column (the tie rule of max/min included) is what the engine
@@ -482,30 +490,19 @@ fn special_inputs(op: &Op) -> Vec<(Vec<f64>, [bool; 2])> {
 /// maths (`-(a / b) / b`), and where that is `+0.0` the engine's `div` may give `-0.0`.
 #[test]
 fn every_elementwise_op_gradient_at_special_inputs_is_the_op_tables_derivative() {
-    let mut failures = Vec::new();
-    let mut checked = 0;
-    for op in OPS.iter().filter(|op| op.is_elementwise()) {
-        for (x, tracked) in special_inputs(op) {
-            let local = op.local_grad(&x, tracked);
-            let want = [0, 1].map(|k| (k < x.len() && tracked[k]).then_some(local[k]));
-            for layout in LAYOUTS {
-                let got = engine_grads(op, &x, tracked, layout, 1.0);
-                let agree = got.iter().zip(&want).all(|(g, w)| match (g, w) {
-                    (Some(g), Some(w)) => same(*g, *w),
-                    (g, w) => g == w,
-                });
-                if !agree {
-                    failures.push(format!(
-                        "  d {}{x:?} tracked {tracked:?} in {layout:?}: got {got:?}, table \
-                         {want:?}",
-                        op.name
-                    ));
-                }
-                checked += 1;
-            }
+    assert_at_every_special_input(1.0, |op, x, tracked, got| {
+        let local = op.local_grad(x, tracked);
+        let want = [0, 1].map(|k| (k < x.len() && tracked[k]).then_some(local[k]));
+        let agree = got.iter().zip(&want).all(|(g, w)| match (g, w) {
+            (Some(g), Some(w)) => same(*g, *w),
+            (g, w) => g == w,
+        });
+        if agree {
+            Ok(())
+        } else {
+            Err(format!("{want:?} (the table)"))
         }
-    }
-    assert_none_failed(&failures, checked);
+    });
 }
 
 /// A zero upstream gives exactly 0 (not `0 * inf = NaN`), even where the local
@@ -513,23 +510,12 @@ fn every_elementwise_op_gradient_at_special_inputs_is_the_op_tables_derivative()
 /// backward paths.
 #[test]
 fn zero_upstream_gives_zero_gradient_where_the_local_derivative_is_inf_or_nan() {
-    let mut failures = Vec::new();
-    let mut checked = 0;
-    for op in OPS.iter().filter(|op| op.is_elementwise()) {
-        for (x, tracked) in special_inputs(op) {
-            for layout in [Layout::Rank0, Layout::Tensor] {
-                let got = engine_grads(op, &x, tracked, layout, 0.0);
-                if got.iter().flatten().any(|&g| g != 0.0) {
-                    failures.push(format!(
-                        "  d {}{x:?} tracked {tracked:?} in {layout:?} * 0: got {got:?}",
-                        op.name
-                    ));
-                }
-                checked += 1;
-            }
+    assert_at_every_special_input(0.0, |_, _, _, got| {
+        match got.iter().flatten().all(|&g| g == 0.0) {
+            true => Ok(()),
+            false => Err("0".to_string()),
         }
-    }
-    assert_none_failed(&failures, checked);
+    });
 }
 
 #[test]

@@ -62,6 +62,14 @@ pub fn same_bits(a: f64, b: f64) -> bool {
     a.to_bits() == b.to_bits() || (a.is_nan() && b.is_nan())
 }
 
+/// Both `None`, or both numbers that are [`same_bits`] (a gradient that may be absent).
+pub fn same_bits_or_none(a: Option<f64>, b: Option<f64>) -> bool {
+    match (a, b) {
+        (Some(a), Some(b)) => same_bits(a, b),
+        (a, b) => a.is_none() && b.is_none(),
+    }
+}
+
 /// Every element [`same`], listing both slices on failure.
 #[track_caller]
 pub fn assert_same(got: &[f64], want: &[f64], what: &str) {

@@ -7,6 +7,7 @@
 //! arithmetic; every other row gives them on whole tensors (the derivative as the
 //! gradient of each input for a given upstream gradient).
 
+use super::SPECIALS;
 use super::shapes::{broadcast_offset, broadcast_to, broadcast_zip, map, unravel};
 use tapegrad::{Tensor, Var, max, min};
 
@@ -481,6 +482,21 @@ impl Op {
             Rule::Unary(rule) => [(rule.grad)(x[0]), 0.0],
             Rule::Binary(rule) => (rule.grad)(x[0], x[1], tracked),
             Rule::Tensor(_) => panic!("test bug: {} is not elementwise", self.name),
+        }
+    }
+}
+
+impl Op {
+    /// An elementwise op's inputs at every special value (every pair for two operands),
+    /// with every choice of tracked operands that leaves one tracked.
+    pub fn special_inputs(&self) -> Vec<(Vec<f64>, [bool; 2])> {
+        match self.arity() {
+            1 => SPECIALS.iter().map(|&a| (vec![a], [true, false])).collect(),
+            _ => SPECIALS
+                .iter()
+                .flat_map(|&a| SPECIALS.map(|b| vec![a, b]))
+                .flat_map(|x| [[true, true], [true, false], [false, true]].map(|t| (x.clone(), t)))
+                .collect(),
         }
     }
 }
