@@ -5,6 +5,9 @@
 //! The tape's loss must agree with numpy to a few ulp (both sum pairwise), and its
 //! gradient must equal the closed form exactly, ties at `pred * target == 1` included.
 
+mod common;
+
+use common::same;
 use tapegrad::check::{Tolerance, compare};
 use tapegrad::losses::{hinge, hinge_grad_closed_form};
 use tapegrad::{Tape, Tensor};
@@ -118,13 +121,13 @@ fn ulps(a: f64, b: f64) -> u64 {
     (key(a) - key(b)).unsigned_abs() as u64
 }
 
-/// Indices where `got` and `want` differ under f64 `==` (so -0.0 == 0.0), NaN matching
-/// NaN.
+/// Indices where `got` and `want` are not [`same`] (f64 `==`, so -0.0 == 0.0, NaN
+/// matching NaN).
 fn exact_mismatches(got: &[f64], want: &[f64]) -> Vec<(usize, f64, f64)> {
     got.iter()
         .zip(want)
         .enumerate()
-        .filter(|&(_, (g, w))| !(g == w || (g.is_nan() && w.is_nan())))
+        .filter(|&(_, (&g, &w))| !same(g, w))
         .map(|(i, (&g, &w))| (i, g, w))
         .collect()
 }

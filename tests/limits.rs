@@ -2,20 +2,10 @@
 //! sums over nothing, a tape used from inside a custom op, and which types may cross
 //! threads.
 
-use std::panic::{AssertUnwindSafe, catch_unwind};
-use tapegrad::{Gradients, Tape, Tensor};
+mod common;
 
-/// The panic message of `f`, which must panic.
-fn panic_message(f: impl FnOnce()) -> String {
-    let payload = catch_unwind(AssertUnwindSafe(f)).expect_err("expected a panic");
-    match payload.downcast::<String>() {
-        Ok(s) => *s,
-        Err(p) => p
-            .downcast::<&str>()
-            .map(|s| s.to_string())
-            .unwrap_or_default(),
-    }
-}
+use common::panic_message;
+use tapegrad::{Gradients, Tape, Tensor};
 
 const HUGE: usize = 1 << 32;
 
