@@ -1,8 +1,9 @@
 //! Value and gradients of functions built from several ops, against JAX (float64).
 //!
 //! The fixture comes from `tests/fixtures/gen_jax.py` (jax.value_and_grad); inputs are
-//! continuous random values, so no max/min tie occurs and tapegrad's tie rule (the
-//! closed form's, not JAX's 0.5) does not come into play.
+//! continuous random values, so no max/min tie occurs and tapegrad's tie rule does not
+//! come into play (at a tie it agrees with JAX's half and half only between two tracked
+//! operands; against a constant it sends the gradient to the constant).
 
 use std::collections::BTreeMap;
 use tapegrad::check::{Tolerance, compare};
