@@ -52,6 +52,9 @@ fn check_gradients(
     numeric
 }
 
+/// The reference gradient of every input of an op for an upstream (the op table's).
+type Vjp<'a> = &'a dyn Fn(&Tensor) -> Vec<Tensor>;
+
 /// Both losses of the module docs over `out`, which has shape `out_shape`, for the tape;
 /// `table`, if given, is the reference gradient of every input for an upstream, held to
 /// the same finite differences.
@@ -60,7 +63,7 @@ fn check_both_losses(
     inputs: &[Tensor],
     out_shape: &[usize],
     rng: &mut Rng,
-    table: Option<&dyn Fn(&Tensor) -> Vec<Tensor>>,
+    table: Option<Vjp>,
     op: impl for<'t> Fn(&[Var<'t>]) -> Var<'t>,
 ) {
     let w = rng.tensor(out_shape, -2.0, 2.0);

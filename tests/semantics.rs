@@ -298,7 +298,7 @@ fn max_and_min_with_a_nan_on_either_side_follow_the_tie_rule() {
 #[test]
 fn max_of_zero_and_z_in_every_spelling_has_gradient_zero_at_zero_and_at_nan() {
     let z = [-1.0, 0.0, -0.0, NAN, 2.0];
-    let spellings: [(&str, fn(Var) -> Var); 4] = [
+    let spellings: [(&str, common::ops::Unary); 4] = [
         ("max(0.0, z)", |z| max(0.0, z)),
         ("max(z, 0.0)", |z| max(z, 0.0)),
         ("z.max(0.0)", |z| z.max(0.0)),
@@ -422,7 +422,7 @@ fn the_readme_hinge_is_its_closed_form_with_the_constant_on_either_side_of_max()
     let target = Tensor::from(vec![1.0, 2.0, 1.0, 4.0]);
     let want = [0.0, 0.0, -0.25, 0.0];
     assert_eq!(hinge_grad_closed_form(&pred, &target).data(), &want);
-    let forms: [(&str, for<'t> fn(Var<'t>, Var<'t>) -> Var<'t>); 3] = [
+    let forms: [(&str, common::ops::Binary); 3] = [
         ("max(0.0, 1.0 - p * t).sum() / 4.0", |p, t| {
             max(0.0, 1.0 - p * t).sum() / 4.0
         }),
