@@ -70,6 +70,18 @@ impl<R: PerElement> Op for Elementwise<R> {
                     )
                 })?;
                 fits(R::NAME, &shape)?;
+                let n = numel(&shape).unwrap_or(0);
+                if n <= 1 || (a.len() == n || a.len() == 1) && (b.len() == n || b.len() == 1) {
+                    // No broadcast beyond a scalar's: one loop per operand layout.
+                    let (x, y) = (a.data(), b.data());
+                    let v = match (x.len() == 1, y.len() == 1) {
+                        (true, true) => values(rule, x[0], y[0], n),
+                        (true, false) => values(rule, x[0], y, n),
+                        (false, true) => values(rule, x, y[0], n),
+                        (false, false) => values(rule, x, y, n),
+                    };
+                    return Ok(Tensor::from_parts(data_from_vec(v), shape));
+                }
                 Ok(zip_broadcast(a, b, &shape, |a, b| rule.value(a, b)))
             }
             _ => unreachable!("elementwise ops take one or two inputs"),
@@ -166,6 +178,14 @@ impl Source for &[f64] {
     }
 }
 
+/// `n` output elements from the rule's value on two operands (each one number or `n`).
+fn values<R: PerElement>(rule: &R, a: impl Source, b: impl Source, n: usize) -> Vec<f64> {
+    let (a, b) = (a.first(n), b.first(n));
+    let mut v = buffer(n);
+    v.extend((0..n).map(move |i| rule.value(a.at(i), b.at(i))));
+    v
+}
+
 /// The gradients of the wanted operands at the output's shape, from the rule applied to
 /// every element. `up` has one element or as many as the output.
 fn generated<R: PerElement>(
@@ -184,6 +204,7 @@ fn generated<R: PerElement>(
     if wanted[0] != wanted[1] && up.len() == n && n > 1 {
         let mut up = up.into_reshaped(Shape::from_slice(shape));
         if let Some(data) = up.unique_mut() {
+            let data = &mut data[..n]; // its length, for the loop's bounds checks
             match wanted[0] {
                 true => in_place(data, |i, u| g(i, u)[0]),
                 false => in_place(data, |i, u| g(i, u)[1]),

@@ -437,9 +437,15 @@ pub(crate) fn numel(shape: &[usize]) -> Option<usize> {
     shape.iter().try_fold(1usize, |n, &d| n.checked_mul(d))
 }
 
-/// The number of elements of a shape that an op already checked with [`numel`].
+/// The number of elements of a shape that an op already checked with [`numel`] (so
+/// the product cannot overflow once a shape with a 0 is set aside).
+#[inline]
 fn count(shape: &[usize]) -> usize {
-    numel(shape).expect("a checked shape's element count fits in usize")
+    if shape.contains(&0) {
+        0
+    } else {
+        shape.iter().product()
+    }
 }
 
 /// The numpy broadcast of two shapes, or `None` if they do not broadcast.

@@ -187,7 +187,7 @@ fn constant_shape(rng: &mut Rng, shape: &[usize]) -> Vec<usize> {
         0 => shape.to_vec(),
         1 => shape
             .iter()
-            .map(|&d| if rng.next_u64() % 2 == 0 { 1 } else { d })
+            .map(|&d| if rng.next_u64() & 1 == 0 { 1 } else { d })
             .collect(),
         2 => shape[shape.len() / 2..].to_vec(),
         _ => vec![],
@@ -257,14 +257,14 @@ fn generate(kind: Kind, rng: &mut Rng) -> Graph {
 fn special_step(g: &mut Graph, vals: &[Tensor], rng: &mut Rng) -> Step {
     let n = g.x.len();
     let last = vals.len() - 1;
-    let swap = rng.next_u64() % 2 == 0;
-    let is_max = rng.next_u64() % 2 == 0;
+    let swap = rng.next_u64() & 1 == 0;
+    let is_max = rng.next_u64() & 1 == 0;
     let select = |a: usize, c: Tensor| match is_max {
         true => Step::Max(a, Operand::Constant(c), swap),
         false => Step::Min(a, Operand::Constant(c), swap),
     };
     // About a third of the elements, at least one and never all (if n > 1).
-    let mut mask: Vec<bool> = (0..n).map(|_| rng.next_u64() % 3 == 0).collect();
+    let mut mask: Vec<bool> = (0..n).map(|_| rng.next_u64().is_multiple_of(3)).collect();
     if !mask.iter().any(|&m| m) {
         mask[pick(rng, n)] = true;
     }
@@ -273,7 +273,7 @@ fn special_step(g: &mut Graph, vals: &[Tensor], rng: &mut Rng) -> Step {
     }
     let away = |rng: &mut Rng, v: f64| {
         let gap = 0.2 * (1.0 + v.abs());
-        if rng.next_u64() % 2 == 0 { gap } else { -gap }
+        if rng.next_u64() & 1 == 0 { gap } else { -gap }
     };
     match g.kind {
         Kind::KinkAtX => {
@@ -289,7 +289,7 @@ fn special_step(g: &mut Graph, vals: &[Tensor], rng: &mut Rng) -> Step {
                 .iter()
                 .map(|&v| {
                     let reach = 2.0 * first_step(v) * rng.uniform(0.01, 1.0);
-                    if rng.next_u64() % 2 == 0 {
+                    if rng.next_u64() & 1 == 0 {
                         reach
                     } else {
                         -reach
@@ -314,7 +314,7 @@ fn special_step(g: &mut Graph, vals: &[Tensor], rng: &mut Rng) -> Step {
             select(k, tie_constant(&at, &mask, |i| offsets[i]))
         }
         Kind::DomainEdge => {
-            if rng.next_u64() % 2 == 0 {
+            if rng.next_u64() & 1 == 0 {
                 Step::Ln(0)
             } else {
                 Step::Recip(0)
@@ -341,7 +341,7 @@ fn ordinary_step(
     shape: &[usize],
     rng: &mut Rng,
 ) -> Step {
-    let a = if rng.next_u64() % 4 == 0 {
+    let a = if rng.next_u64().is_multiple_of(4) {
         pick(rng, last + 1)
     } else {
         last
@@ -352,7 +352,7 @@ fn ordinary_step(
         Operand::Constant(rng.signed(&s, 0.5, 2.0))
     };
     let other = |rng: &mut Rng| {
-        if rng.next_u64() % 2 == 0 {
+        if rng.next_u64() & 1 == 0 {
             Operand::Node(pick(rng, last + 1))
         } else {
             constant(rng)
@@ -373,7 +373,7 @@ fn ordinary_step(
         8 => Step::Mul(a, other(rng)),
         _ if mixing && !shape.is_empty() => {
             let own = vals[a].shape();
-            if own.len() == 2 && rng.next_u64() % 2 == 0 {
+            if own.len() == 2 && rng.next_u64() & 1 == 0 {
                 Step::MatMul(a, rng.signed(&[own[1], own[1]], 0.5, 1.5))
             } else {
                 Step::SumKeep(a, pick(rng, own.len()))
