@@ -43,12 +43,13 @@
 
 pub mod check;
 mod display;
+mod interop;
 pub mod losses;
 mod ops;
 mod tape;
 mod tensor;
 
-pub use ops::{Operands, max, min};
+pub use ops::{Operands, max, min, select};
 pub use tape::{Gradients, Tape, Var};
 pub use tensor::{Error, Shape, Tensor, pairwise_sum, pooled_bytes, release_pooled_buffers};
 

@@ -191,7 +191,7 @@ fn chain_of_a_million_ops_builds_differentiates_and_drops_on_a_2_mib_stack() {
             let x = tape.var(Tensor::scalar(0.5));
             let mut y = x;
             for _ in 0..DEPTH {
-                y = y + x;
+                y += x;
             }
             let value = y.value().item();
             let grads = y.backward();

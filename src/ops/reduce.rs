@@ -1,0 +1,486 @@
+//! Reductions: all elements to one (`sum`, `mean`) and along one axis (`sum_axis`,
+//! `max_axis`, `min_axis`, `mean_axis`, `logsumexp_axis`), and the normalizations along
+//! an axis (`softmax`, `log_softmax`). An axis op sees its input as `[outer, len, inner]`
+//! around the axis: element `(o, k, i)` sits at `(o * len + k) * inner + i`.
+
+use super::{chain, fits};
+use crate::tape::{InputGrads, Op, Var};
+use crate::tensor::{Shape, Tensor, data_from_vec, pairwise_sum, zeroed};
+use smallvec::smallvec;
+
+// ---- sum: all elements to one; the gradient is upstream everywhere (kept as one number)
+struct Sum;
+impl Op for Sum {
+    fn name(&self) -> &str {
+        "sum"
+    }
+    fn forward(&self, x: &[&Tensor]) -> Result<Tensor, String> {
+        Ok(Tensor::scalar(pairwise_sum(x[0].data())))
+    }
+    fn backward(&self, _: &[&Tensor], _: &Tensor, up: Tensor, _: &[bool]) -> InputGrads {
+        smallvec![Some(up)]
+    }
+}
+
+// ---- mean: sum / n -------------------------------------------------------------------
+struct Mean;
+impl Op for Mean {
+    fn name(&self) -> &str {
+        "mean"
+    }
+    fn forward(&self, x: &[&Tensor]) -> Result<Tensor, String> {
+        Ok(Tensor::scalar(
+            pairwise_sum(x[0].data()) / x[0].len() as f64,
+        ))
+    }
+    fn backward(&self, x: &[&Tensor], _: &Tensor, up: Tensor, _: &[bool]) -> InputGrads {
+        let n = x[0].len() as f64;
+        smallvec![Some(up.map_in_place(|u| u / n))]
+    }
+}
+
+impl<'t> Var<'t> {
+    /// Sum of all elements (pairwise, as accurate as `np.sum`), shape `[]`; 0 for an
+    /// empty var.
+    #[track_caller]
+    pub fn sum(self) -> Var<'t> {
+        self.tape.push(Box::new(Sum), &[self])
+    }
+
+    /// Mean of all elements, shape `[]` (NaN for an empty var, like numpy).
+    #[track_caller]
+    pub fn mean(self) -> Var<'t> {
+        self.tape.push(Box::new(Mean), &[self])
+    }
+}
+
+// ---- sum_axis: drop one axis by summing over it -------------------------------------
+struct SumAxis(usize);
+impl Op for SumAxis {
+    fn name(&self) -> &str {
+        "sum_axis"
+    }
+    fn forward(&self, x: &[&Tensor]) -> Result<Tensor, String> {
+        let (shape, axis) = (x[0].shape(), self.0);
+        let (outer, len, inner, out_shape) = around("sum_axis", shape, axis)?;
+        if x[0].is_empty() {
+            // Sums over nothing (+0.0), or no sums at all.
+            return Ok(Tensor::zeros(&out_shape));
+        }
+        let mut out = zeroed(outer * inner);
+        let data = x[0].data();
+        if inner == 1 {
+            // The last axis: contiguous rows, summed pairwise like `sum` and `np.sum`.
+            for (o, row) in out.iter_mut().zip(data.chunks_exact(len.max(1))) {
+                *o = pairwise_sum(row);
+            }
+        } else {
+            for o in 0..outer {
+                let row = &mut out[o * inner..(o + 1) * inner];
+                for k in 0..len {
+                    let src = &data[(o * len + k) * inner..(o * len + k + 1) * inner];
+                    row.iter_mut().zip(src).for_each(|(r, &s)| *r += s);
+                }
+            }
+        }
+        Ok(Tensor::from_parts(data_from_vec(out), out_shape))
+    }
+    fn backward(&self, _: &[&Tensor], out: &Tensor, up: Tensor, _: &[bool]) -> InputGrads {
+        if up.len() == 1 {
+            return smallvec![Some(Tensor::scalar(up.data()[0]))];
+        }
+        // Put the summed axis back as a 1, so the gradient broadcasts along it.
+        let mut shape = Shape::from_slice(out.shape());
+        shape.insert(self.0, 1);
+        smallvec![Some(up.broadcast_to(out.shape()).into_reshaped(shape))]
+    }
+}
+
+impl<'t> Var<'t> {
+    /// Sum over `axis`, which is dropped from the shape (like `np.sum(x, axis)`).
+    ///
+    /// # Panics
+    /// If `axis` is not below the var's rank (the message names the axis and the shape).
+    #[track_caller]
+    pub fn sum_axis(self, axis: usize) -> Var<'t> {
+        self.tape.push(Box::new(SumAxis(axis)), &[self])
+    }
+}
+
+/// `shape` as `[outer, len, inner]` around `axis`, and `shape` without the axis; an
+/// error naming `op`, the axis and the rank if the axis is out of range, or if the
+/// result has more elements than fit in `usize`.
+fn around(op: &str, shape: &[usize], axis: usize) -> Result<(usize, usize, usize, Shape), String> {
+    if axis >= shape.len() {
+        return Err(format!(
+            "{op}: axis {axis} is out of range for shape {shape:?} (rank {})",
+            shape.len()
+        ));
+    }
+    let mut out = Shape::from_slice(shape);
+    out.remove(axis);
+    fits(op, &out)?;
+    let count = |dims: &[usize]| -> usize {
+        if dims.contains(&0) {
+            0
+        } else {
+            dims.iter().product()
+        }
+    };
+    Ok((
+        count(&shape[..axis]),
+        shape[axis],
+        count(&shape[axis + 1..]),
+        out,
+    ))
+}
+
+/// The axis ops' upstream at the output's shape (it may arrive as one number).
+fn full_upstream(up: Tensor, out: &Tensor) -> Tensor {
+    up.broadcast_to(out.shape())
+}
+
+// ---- max_axis and min_axis: NaN propagates; ties share the gradient evenly --------------
+
+/// The maximum (`MAX`) or minimum of each lane along `axis`: NaN if the lane holds one
+/// (`np.max`), else the extreme, a tie resolved as `np.maximum` does (the later element).
+fn extreme_forward<const MAX: bool>(op: &str, x: &Tensor, axis: usize) -> Result<Tensor, String> {
+    let (outer, len, inner, out_shape) = around(op, x.shape(), axis)?;
+    if len == 0 && outer * inner > 0 {
+        return Err(format!(
+            "{op}: axis {axis} of shape {:?} has length 0; the {} of nothing is undefined \
+             (numpy raises too)",
+            x.shape(),
+            if MAX { "maximum" } else { "minimum" }
+        ));
+    }
+    let data = x.data();
+    let mut out = zeroed(outer * inner);
+    for o in 0..outer {
+        for i in 0..inner {
+            let mut r = data[o * len * inner + i];
+            for k in 1..len {
+                let v = data[(o * len + k) * inner + i];
+                let r_wins = if MAX { r > v } else { r < v };
+                r = if r.is_nan() || r_wins { r } else { v };
+            }
+            out[o * inner + i] = r;
+        }
+    }
+    Ok(Tensor::from_parts(data_from_vec(out), out_shape))
+}
+
+/// The upstream of each lane shared evenly among the lane's elements equal to its
+/// extreme (the NaN elements where it is NaN); exactly 0 elsewhere.
+fn extreme_backward(x: &Tensor, out: &Tensor, up: Tensor, axis: usize) -> InputGrads {
+    let shape = x.shape();
+    let (outer, len, inner) = (
+        shape[..axis].iter().product::<usize>(),
+        shape[axis],
+        shape[axis + 1..].iter().product::<usize>(),
+    );
+    let up = full_upstream(up, out);
+    let (data, best, up) = (x.data(), out.data(), up.data());
+    let mut g = zeroed(x.len());
+    let hits = |v: f64, b: f64| v == b || (v.is_nan() && b.is_nan());
+    for o in 0..outer {
+        for i in 0..inner {
+            let (b, u) = (best[o * inner + i], up[o * inner + i]);
+            let at = |k: usize| (o * len + k) * inner + i;
+            let ties = (0..len).filter(|&k| hits(data[at(k)], b)).count();
+            if u == 0.0 || ties == 0 {
+                continue;
+            }
+            let share = u / ties as f64;
+            for k in (0..len).filter(|&k| hits(data[at(k)], b)) {
+                g[at(k)] = share;
+            }
+        }
+    }
+    smallvec![Some(Tensor::from_parts(
+        data_from_vec(g),
+        Shape::from_slice(shape)
+    ))]
+}
+
+struct MaxAxis(usize);
+impl Op for MaxAxis {
+    fn name(&self) -> &str {
+        "max_axis"
+    }
+    fn forward(&self, x: &[&Tensor]) -> Result<Tensor, String> {
+        extreme_forward::<true>(self.name(), x[0], self.0)
+    }
+    fn backward(&self, x: &[&Tensor], out: &Tensor, up: Tensor, _: &[bool]) -> InputGrads {
+        extreme_backward(x[0], out, up, self.0)
+    }
+}
+
+struct MinAxis(usize);
+impl Op for MinAxis {
+    fn name(&self) -> &str {
+        "min_axis"
+    }
+    fn forward(&self, x: &[&Tensor]) -> Result<Tensor, String> {
+        extreme_forward::<false>(self.name(), x[0], self.0)
+    }
+    fn backward(&self, x: &[&Tensor], out: &Tensor, up: Tensor, _: &[bool]) -> InputGrads {
+        extreme_backward(x[0], out, up, self.0)
+    }
+}
+
+impl<'t> Var<'t> {
+    /// The maximum along `axis`, which is dropped (`np.max(x, axis)`): NaN where the lane
+    /// holds a NaN. Where several elements tie for the maximum the gradient is split
+    /// evenly among them (as JAX and `torch.amax`); the others get exactly 0.
+    ///
+    /// # Panics
+    /// If `axis` is not below the rank, or the axis has length 0 (the maximum of
+    /// nothing), naming the axis and the shape.
+    #[track_caller]
+    pub fn max_axis(self, axis: usize) -> Var<'t> {
+        self.tape.push(Box::new(MaxAxis(axis)), &[self])
+    }
+
+    /// The minimum along `axis`, the mirror of [`Var::max_axis`].
+    ///
+    /// # Panics
+    /// As [`Var::max_axis`].
+    #[track_caller]
+    pub fn min_axis(self, axis: usize) -> Var<'t> {
+        self.tape.push(Box::new(MinAxis(axis)), &[self])
+    }
+
+    /// The mean along `axis`, which is dropped (`np.mean(x, axis)`): `sum_axis` divided
+    /// by the axis length (NaN for a length-0 axis, as numpy).
+    ///
+    /// # Panics
+    /// If `axis` is not below the rank (naming the axis and the shape).
+    #[track_caller]
+    pub fn mean_axis(self, axis: usize) -> Var<'t> {
+        let shape = self.shape();
+        if let Err(message) = around("mean_axis", &shape, axis) {
+            panic!(
+                "tapegrad: {message} (at {})",
+                std::panic::Location::caller()
+            );
+        }
+        self.sum_axis(axis) / shape[axis] as f64
+    }
+}
+
+// ---- logsumexp_axis: ln(sum(exp(x))) along an axis, stable; gradient softmax ------------
+
+/// Per lane: the maximum `m` (or NaN), and `ln(sum(exp(x - m)))`.
+fn lane_logsumexp(lane: impl Iterator<Item = f64> + Clone) -> f64 {
+    let m = lane.clone().fold(f64::NEG_INFINITY, |m, v| {
+        if m.is_nan() || v.is_nan() {
+            f64::NAN
+        } else {
+            m.max(v)
+        }
+    });
+    if !m.is_finite() {
+        // All -inf (or nothing): -inf; a +inf or a NaN: itself.
+        return m;
+    }
+    m + lane.map(|v| (v - m).exp()).sum::<f64>().ln()
+}
+
+struct LogSumExpAxis(usize);
+impl Op for LogSumExpAxis {
+    fn name(&self) -> &str {
+        "logsumexp_axis"
+    }
+    fn forward(&self, x: &[&Tensor]) -> Result<Tensor, String> {
+        let (outer, len, inner, out_shape) = around(self.name(), x[0].shape(), self.0)?;
+        let data = x[0].data();
+        let mut out = zeroed(outer * inner);
+        for o in 0..outer {
+            for i in 0..inner {
+                let lane = (0..len).map(|k| data[(o * len + k) * inner + i]);
+                out[o * inner + i] = lane_logsumexp(lane);
+            }
+        }
+        Ok(Tensor::from_parts(data_from_vec(out), out_shape))
+    }
+    fn backward(&self, x: &[&Tensor], out: &Tensor, up: Tensor, _: &[bool]) -> InputGrads {
+        // d lse / d x_k = exp(x_k - lse): the softmax of the lane.
+        let shape = x[0].shape();
+        let axis = self.0;
+        let (outer, len, inner) = (
+            shape[..axis].iter().product::<usize>(),
+            shape[axis],
+            shape[axis + 1..].iter().product::<usize>(),
+        );
+        let up = full_upstream(up, out);
+        let (data, lse, up) = (x[0].data(), out.data(), up.data());
+        let mut g = zeroed(x[0].len());
+        for o in 0..outer {
+            for i in 0..inner {
+                let (l, u) = (lse[o * inner + i], up[o * inner + i]);
+                for k in 0..len {
+                    let at = (o * len + k) * inner + i;
+                    g[at] = chain(u, (data[at] - l).exp());
+                }
+            }
+        }
+        smallvec![Some(Tensor::from_parts(
+            data_from_vec(g),
+            Shape::from_slice(shape)
+        ))]
+    }
+}
+
+impl<'t> Var<'t> {
+    /// `ln(sum(exp(x)))` along `axis`, which is dropped, computed stably (the lane's
+    /// maximum is taken out first, so 1000 does not overflow; `scipy.special.logsumexp`).
+    /// Gradient: the softmax of the lane.
+    ///
+    /// # Panics
+    /// If `axis` is not below the rank.
+    #[track_caller]
+    pub fn logsumexp_axis(self, axis: usize) -> Var<'t> {
+        self.tape.push(Box::new(LogSumExpAxis(axis)), &[self])
+    }
+}
+
+// ---- softmax and log_softmax along an axis -----------------------------------------------
+
+/// `f(lane, out lane)` for every lane of `x` along `axis` into an output of x's shape:
+/// the lane's elements are gathered into `lane`, `f` writes the output lane.
+fn map_lanes(
+    op: &str,
+    x: &Tensor,
+    axis: usize,
+    mut f: impl FnMut(&[f64], &mut [f64]),
+) -> Result<Tensor, String> {
+    let (outer, len, inner, _) = around(op, x.shape(), axis)?;
+    let data = x.data();
+    let mut out = zeroed(x.len());
+    let (mut lane, mut result) = (vec![0.0; len], vec![0.0; len]);
+    for o in 0..outer {
+        for i in 0..inner {
+            for k in 0..len {
+                lane[k] = data[(o * len + k) * inner + i];
+            }
+            f(&lane, &mut result);
+            for k in 0..len {
+                out[(o * len + k) * inner + i] = result[k];
+            }
+        }
+    }
+    Ok(Tensor::from_parts(
+        data_from_vec(out),
+        Shape::from_slice(x.shape()),
+    ))
+}
+
+/// `g(out lane, upstream lane, gradient lane)` for every lane: the backward of a
+/// normalization, whose upstream has the output's (and input's) shape.
+fn grad_lanes(
+    x: &Tensor,
+    out: &Tensor,
+    up: Tensor,
+    axis: usize,
+    mut g: impl FnMut(&[f64], &[f64], &mut [f64]),
+) -> InputGrads {
+    let up = full_upstream(up, out);
+    let (shape, o_data, u_data) = (x.shape(), out.data(), up.data());
+    let (outer, len, inner) = (
+        shape[..axis].iter().product::<usize>(),
+        shape[axis],
+        shape[axis + 1..].iter().product::<usize>(),
+    );
+    let mut grad = zeroed(x.len());
+    let (mut ol, mut ul, mut gl) = (vec![0.0; len], vec![0.0; len], vec![0.0; len]);
+    for o in 0..outer {
+        for i in 0..inner {
+            for k in 0..len {
+                let at = (o * len + k) * inner + i;
+                (ol[k], ul[k]) = (o_data[at], u_data[at]);
+            }
+            g(&ol, &ul, &mut gl);
+            for k in 0..len {
+                grad[(o * len + k) * inner + i] = gl[k];
+            }
+        }
+    }
+    smallvec![Some(Tensor::from_parts(
+        data_from_vec(grad),
+        Shape::from_slice(shape)
+    ))]
+}
+
+struct Softmax(usize);
+impl Op for Softmax {
+    fn name(&self) -> &str {
+        "softmax"
+    }
+    fn forward(&self, x: &[&Tensor]) -> Result<Tensor, String> {
+        map_lanes(self.name(), x[0], self.0, |lane, out| {
+            let lse = lane_logsumexp(lane.iter().copied());
+            for (o, &v) in out.iter_mut().zip(lane) {
+                *o = (v - lse).exp();
+            }
+        })
+    }
+    fn backward(&self, x: &[&Tensor], out: &Tensor, up: Tensor, _: &[bool]) -> InputGrads {
+        // d s_j / d x_k = s_j (delta_jk - s_k): g_k = s_k (u_k - sum_j u_j s_j).
+        grad_lanes(x[0], out, up, self.0, |s, u, g| {
+            let dot: f64 = s.iter().zip(u).map(|(&s, &u)| chain(u, s)).sum();
+            for k in 0..s.len() {
+                g[k] = if u[k] == 0.0 && dot == 0.0 {
+                    0.0
+                } else {
+                    s[k] * (u[k] - dot)
+                };
+            }
+        })
+    }
+}
+
+struct LogSoftmax(usize);
+impl Op for LogSoftmax {
+    fn name(&self) -> &str {
+        "log_softmax"
+    }
+    fn forward(&self, x: &[&Tensor]) -> Result<Tensor, String> {
+        map_lanes(self.name(), x[0], self.0, |lane, out| {
+            let lse = lane_logsumexp(lane.iter().copied());
+            for (o, &v) in out.iter_mut().zip(lane) {
+                *o = v - lse;
+            }
+        })
+    }
+    fn backward(&self, x: &[&Tensor], out: &Tensor, up: Tensor, _: &[bool]) -> InputGrads {
+        // d (x_j - lse) / d x_k = delta_jk - s_k: g_k = u_k - s_k sum_j u_j.
+        grad_lanes(x[0], out, up, self.0, |l, u, g| {
+            let total: f64 = u.iter().sum();
+            for k in 0..l.len() {
+                g[k] = u[k] - chain(total, l[k].exp());
+            }
+        })
+    }
+}
+
+impl<'t> Var<'t> {
+    /// `exp(x) / sum(exp(x))` along `axis` (same shape as the input), computed stably.
+    ///
+    /// # Panics
+    /// If `axis` is not below the rank.
+    #[track_caller]
+    pub fn softmax(self, axis: usize) -> Var<'t> {
+        self.tape.push(Box::new(Softmax(axis)), &[self])
+    }
+
+    /// `x - logsumexp(x)` along `axis` (same shape as the input), computed stably: the
+    /// log of [`Var::softmax`] without its underflow.
+    ///
+    /// # Panics
+    /// If `axis` is not below the rank.
+    #[track_caller]
+    pub fn log_softmax(self, axis: usize) -> Var<'t> {
+        self.tape.push(Box::new(LogSoftmax(axis)), &[self])
+    }
+}
