@@ -535,6 +535,8 @@ impl Verdict {
 /// differences, element by element (or direction by direction).
 #[derive(Debug, Clone, PartialEq)]
 pub struct GradCheck {
+    /// Which input of [`gradcheck_many`] this report is about.
+    input: Option<usize>,
     what: &'static str,
     value: f64,
     tolerance: Tolerance,
@@ -601,21 +603,80 @@ pub fn gradcheck_with(
     at: &Tensor,
     tol: Tolerance,
 ) -> GradCheck {
-    let (zero, grad) = value_and_grad(&f, at);
-    let mut x = at.data().to_vec();
-    let judged: Vec<(f64, Verdict)> = (0..x.len())
-        .map(|i| {
-            let xi = x[i];
-            let verdict = probe(zero, first_step(xi), tol, |t| {
-                x[i] = xi + t;
-                let value = eval(&f, x.clone(), at.shape());
-                x[i] = xi;
-                value
-            });
-            (grad.data()[i], verdict)
+    let mut reports = check_inputs(&of_one(f), std::slice::from_ref(at), tol, false);
+    reports.remove(0)
+}
+
+/// Check the tape's gradient of `f` with respect to each of several inputs against finite
+/// differences, element by element, with [`Tolerance::finite_differences`]: one report
+/// per input, in order, each naming its input (`input 0`, `input 1`, ...). `f` builds a
+/// one-element var from vars holding `at` (in that order); the method and the kink
+/// handling are [`gradcheck_with`]'s, each input's elements moved while the others stay.
+///
+/// ```
+/// use tapegrad::check::gradcheck_many;
+/// use tapegrad::Tensor;
+///
+/// let x = Tensor::new(vec![1.0, -2.0, 0.5, 3.0], &[2, 2]).unwrap();
+/// let w = Tensor::new(vec![0.3, -0.7, 1.1, 0.2], &[2, 2]).unwrap();
+/// let b = Tensor::from(vec![0.1, -0.4]);
+/// let reports = gradcheck_many(|_, v| (v[0].matmul(v[1]) + v[2]).relu().sum(), &[x, w, b]);
+/// assert_eq!(reports.len(), 3);
+/// for report in &reports {
+///     assert!(report.passed(), "{report}");
+/// }
+/// assert!(reports[2].to_string().starts_with("input 2: PASS"));
+/// ```
+///
+/// # Panics
+/// At the caller's line, if `f` returns a var with more than one element.
+#[track_caller]
+pub fn gradcheck_many(
+    f: impl for<'t> Fn(&'t Tape, &[Var<'t>]) -> Var<'t>,
+    at: &[Tensor],
+) -> Vec<GradCheck> {
+    check_inputs(&f, at, Tolerance::finite_differences(), true)
+}
+
+/// `f` of one input as a function of a slice of them.
+fn of_one(
+    f: impl for<'t> Fn(&'t Tape, Var<'t>) -> Var<'t>,
+) -> impl for<'t> Fn(&'t Tape, &[Var<'t>]) -> Var<'t> {
+    move |tape, x| f(tape, x[0])
+}
+
+/// The reports of [`gradcheck_many`] (inputs `named`) and [`gradcheck_with`] (one, not).
+#[track_caller]
+fn check_inputs(
+    f: &impl for<'t> Fn(&'t Tape, &[Var<'t>]) -> Var<'t>,
+    at: &[Tensor],
+    tol: Tolerance,
+    named: bool,
+) -> Vec<GradCheck> {
+    let (zero, grads) = value_and_grads(f, at);
+    let mut inputs: Vec<Tensor> = at.to_vec();
+    (0..at.len())
+        .map(|k| {
+            let mut x = at[k].data().to_vec();
+            let judged: Vec<(f64, Verdict)> = (0..x.len())
+                .map(|i| {
+                    let xi = x[i];
+                    let verdict = probe(zero, first_step(xi), tol, |t| {
+                        x[i] = xi + t;
+                        inputs[k] = Tensor::new(x.clone(), at[k].shape())
+                            .expect("same shape as the checked point");
+                        x[i] = xi;
+                        eval(f, &inputs)
+                    });
+                    (grads[k].data()[i], verdict)
+                })
+                .collect();
+            inputs[k] = at[k].clone();
+            let mut report = GradCheck::new("element", zero, at[k].shape(), &judged, tol);
+            report.input = named.then_some(k);
+            report
         })
-        .collect();
-    GradCheck::new("element", zero, at.shape(), &judged, tol)
+        .collect()
 }
 
 /// Check `<gradient, w>` against the finite differences of `f` along `w` for
@@ -643,7 +704,9 @@ pub fn directional(
     directions: usize,
 ) -> GradCheck {
     let tol = Tolerance::finite_differences();
-    let (zero, grad) = value_and_grad(&f, at);
+    let f = of_one(f);
+    let (zero, grads) = value_and_grads(&f, std::slice::from_ref(at));
+    let grad = &grads[0];
     let x = at.data();
     let n = x.len();
     let mut rng = SplitMix(0x7a9e_64ad);
@@ -675,7 +738,8 @@ pub fn directional(
             let tape: Vec<f64> = grad.data().iter().zip(&w).map(|(g, wi)| g * wi).collect();
             let verdict = probe(zero, first_step(1.0), tol, |t| {
                 let moved = x.iter().zip(&w).map(|(xi, wi)| xi + t * wi).collect();
-                eval(&f, moved, at.shape())
+                let moved = Tensor::new(moved, at.shape()).expect("same shape as the point");
+                eval(&f, &[moved])
             });
             (crate::pairwise_sum(&tape), verdict)
         })
@@ -684,20 +748,23 @@ pub fn directional(
 }
 
 #[track_caller]
-fn value_and_grad(f: &impl for<'t> Fn(&'t Tape, Var<'t>) -> Var<'t>, at: &Tensor) -> (f64, Tensor) {
+fn value_and_grads(
+    f: &impl for<'t> Fn(&'t Tape, &[Var<'t>]) -> Var<'t>,
+    at: &[Tensor],
+) -> (f64, Vec<Tensor>) {
     let tape = Tape::new();
-    let x = tape.var(at.clone());
-    let y = f(&tape, x);
+    let x: Vec<Var> = at.iter().map(|a| tape.var(a.clone())).collect();
+    let y = f(&tape, &x);
     let value = one_element(y);
     let grads = y.backward();
-    (value, grads.wrt(x).clone())
+    (value, x.iter().map(|&v| grads.wrt(v).clone()).collect())
 }
 
 #[track_caller]
-fn eval(f: &impl for<'t> Fn(&'t Tape, Var<'t>) -> Var<'t>, x: Vec<f64>, shape: &[usize]) -> f64 {
+fn eval(f: &impl for<'t> Fn(&'t Tape, &[Var<'t>]) -> Var<'t>, at: &[Tensor]) -> f64 {
     let tape = Tape::new();
-    let at = Tensor::new(x, shape).expect("same shape as the checked point");
-    one_element(f(&tape, tape.constant(at)))
+    let x: Vec<Var> = at.iter().map(|a| tape.constant(a.clone())).collect();
+    one_element(f(&tape, &x))
 }
 
 #[track_caller]
@@ -739,6 +806,7 @@ impl GradCheck {
         tol: Tolerance,
     ) -> GradCheck {
         let mut report = GradCheck {
+            input: None,
             what,
             value,
             tolerance: tol,
@@ -827,6 +895,11 @@ impl GradCheck {
             .map(|(index, applied, nominal)| (&index[..], *applied, *nominal))
     }
 
+    /// The input this report is about, for a report of [`gradcheck_many`].
+    pub fn input(&self) -> Option<usize> {
+        self.input
+    }
+
     /// The value of `f` at the checked point.
     pub fn value(&self) -> f64 {
         self.value
@@ -848,6 +921,9 @@ impl GradCheck {
 impl fmt::Display for GradCheck {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let verdict = if self.passed() { "PASS" } else { "FAIL" };
+        if let Some(k) = self.input {
+            write!(f, "input {k}: ")?;
+        }
         write!(
             f,
             "{verdict}: {} of {} {}s disagree with finite differences (abs {:e}, rel {:e}",

@@ -618,3 +618,36 @@ fn compare_ranks_an_infinite_error_worst() {
         "then the larger finite error: {report}"
     );
 }
+
+#[test]
+fn gradcheck_many_checks_every_input_and_names_the_wrong_one() {
+    // A two-layer net: relu(x W1 + b1) W2 + b2, squared; W1's backward is wrong in one
+    // element through a custom identity in front of it.
+    let x = tensor(21, &[3, 2], -1.0, 1.0);
+    let w1 = tensor(22, &[2, 4], -1.0, 1.0);
+    let b1 = tensor(23, &[4], -0.5, 0.5);
+    let w2 = tensor(24, &[4, 1], -1.0, 1.0);
+    let b2 = tensor(25, &[1], -0.5, 0.5);
+    let at = [x, w1, b1, w2, b2];
+    fn net<'t>(tape: &'t Tape, v: &[Var<'t>], factor: f64) -> Var<'t> {
+        let w1 = scaled_identity(tape, v[1], 5, factor);
+        let hidden = (v[0].matmul(w1) + v[2]).relu();
+        let out = hidden.matmul(v[3]) + v[4];
+        (out * out).sum()
+    }
+    let right = tapegrad::check::gradcheck_many(|tape, v| net(tape, v, 1.0), &at);
+    assert_eq!(right.len(), 5);
+    for (k, report) in right.iter().enumerate() {
+        assert!(report.passed(), "{report}");
+        assert_eq!(report.input(), Some(k));
+        assert!(
+            report.to_string().starts_with(&format!("input {k}: PASS")),
+            "{report}"
+        );
+        assert_eq!(report.checked(), at[k].len());
+    }
+    let wrong = tapegrad::check::gradcheck_many(|tape, v| net(tape, v, 1.01), &at);
+    let failing: Vec<usize> = (0..5).filter(|&k| !wrong[k].passed()).collect();
+    assert_eq!(failing, vec![1], "{}", wrong[1]);
+    assert_eq!(wrong[1].worst_index(), Some(5), "{}", wrong[1]);
+}
