@@ -118,10 +118,23 @@ fn try_1_and_try_3_give_the_scalar_0_when_nothing_is_active() {
 }
 
 #[test]
-fn try_2_and_try_3_put_1_where_the_hinge_is_active() {
+fn try_3_multiplies_pred_by_the_number_of_active_elements() {
+    let (pred, target) = tie_batch();
+    let count = count(&active(&pred, &target)) as f64;
+    let got = attempts::try_3(&pred, &target);
+    assert_eq!(got.shape(), pred.shape());
+    for (g, p) in got.data().iter().zip(pred.data()) {
+        assert_eq!(*g, count * p);
+    }
+    let report = judge(attempts::try_3);
+    assert!(!report.passed(), "{report}");
+}
+
+#[test]
+fn try_2_puts_1_where_the_hinge_is_active() {
     let (pred, target) = tie_batch();
     let act = active(&pred, &target);
-    for f in [attempts::try_2, attempts::try_3] {
+    for f in [attempts::try_2] {
         let got = f(&pred, &target);
         let mask: Vec<bool> = got.data().iter().map(|&g| g == 1.0).collect();
         assert_eq!(mask, act);

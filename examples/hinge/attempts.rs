@@ -117,6 +117,8 @@ pub enum Expect {
     FailAtTies,
     /// Fails where the hinge is active, and the worst element is an active one.
     FailActive,
+    /// Fails where the hinge is flat too (inactive elements, whose gradient is 0).
+    FailFlat,
 }
 
 impl Expect {
@@ -146,6 +148,19 @@ impl Expect {
                     "expected the worst element to be active, got {report}"
                 )),
             },
+            Expect::FailFlat => {
+                let tol = report.tolerance();
+                let flat_fails = report
+                    .worst()
+                    .iter()
+                    .any(|e| !active[e.flat] && !ties[e.flat] && !tol.accepts(e.got, e.want));
+                match flat_fails {
+                    true => Ok(()),
+                    false => Err(format!(
+                        "expected a failure where the hinge is flat, got {report}"
+                    )),
+                }
+            }
         }
     }
 }
@@ -190,9 +205,9 @@ pub fn all() -> Vec<Attempt> {
         },
         Attempt {
             name: "try 3",
-            numpy: "0 if the loss is 0; else g = zeros_like(loss); g[loss > 0] = 1",
-            why: "as try 2 (the right mask, the wrong value 1) once any element is active",
-            expect: Expect::FailActive,
+            numpy: "0 if the loss is 0; else g[loss > 0] = 1; g = np.sum(g) * p",
+            why: "the mask is summed away: the number of active elements times pred, nonzero even where the loss is flat",
+            expect: Expect::FailFlat,
             grad: try_3,
         },
         Attempt {
@@ -235,9 +250,12 @@ pub fn all() -> Vec<Attempt> {
 
 // ---- helpers in NumPy's terms ----------------------------------------------------------
 
-/// `np.maximum(0, 1 - p * t)`.
+/// `np.maximum(0, 1 - p * t)` (NaN stays NaN, as in numpy, unlike `f64::max`).
 fn hinge_terms(p: &Tensor, t: &Tensor) -> Vec<f64> {
-    products(p, t).map(|z| f64::max(0.0, 1.0 - z)).collect()
+    products(p, t)
+        .map(|z| 1.0 - z)
+        .map(|h| if h.is_nan() || h > 0.0 { h } else { 0.0 })
+        .collect()
 }
 
 /// The seed's `hinge_forward`: `np.sum((np.maximum(0, 1 - p * t)) / p.size)`.
@@ -320,15 +338,20 @@ pub fn try_2(p: &Tensor, t: &Tensor) -> Tensor {
 ///     loss = np.maximum(0, 1 - target_pred * target_true)
 ///     grad_input = np.zeros_like(loss)
 ///     grad_input[loss > 0] = 1
+///     grad_input = np.sum(grad_input) * target_pred
 /// ```
-/// The copies of the question that could be read break off after `grad_input[loss > 0]`;
-/// the assignment `= 1` is the one tries 1 and 2 make on the same line. With no element
-/// active the result is the scalar 0 (a shape mismatch, like try 1).
+/// The mask is right, but summing it leaves the number of active elements, which then
+/// multiplies `pred`: a vector of the right shape, wrong wherever that product is not
+/// the true gradient, flat elements included. With no element active the result is the
+/// scalar 0 (a shape mismatch, like try 1).
 pub fn try_3(p: &Tensor, t: &Tensor) -> Tensor {
     if hinge_forward(p, t) == 0.0 {
         return Tensor::scalar(0.0);
     }
-    try_2(p, t)
+    let active = try_2(p, t);
+    let count = pairwise_sum(active.data());
+    let g = p.data().iter().map(|&pi| count * pi).collect();
+    Tensor::new(g, p.shape()).expect("same length as pred")
 }
 
 // ---- the answer, and more wrong variants -------------------------------------------------
