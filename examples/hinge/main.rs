@@ -128,7 +128,16 @@ fn small_batch(dot: Option<&str>) -> bool {
     if let Some(path) = dot {
         write_dot(path, &loss.to_dot(Some(&grads)), tape.len());
     }
-    report.passed()
+    // The same loss as a Rust programmer writes f64::max: the constant on the right.
+    let tape = Tape::new();
+    let p = tape.var(pred.clone());
+    let t = tape.constant(target.clone());
+    let n = pred.len() as f64;
+    let written_as_method = (1.0 - p * t).max(0.0).sum() / n;
+    let other = compare(written_as_method.backward().wrt(p), &want, Tolerance::default())
+        .with_kinks(&kinks);
+    println!("(1.0 - p * t).max(0.0).sum() / N vs closed form: {other}");
+    report.passed() && other.passed()
 }
 
 /// A seeded batch of `n`: ±1 labels, about 10% exact ties (`pred == target`), the rest
