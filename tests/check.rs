@@ -651,3 +651,18 @@ fn gradcheck_many_checks_every_input_and_names_the_wrong_one() {
     assert_eq!(failing, vec![1], "{}", wrong[1]);
     assert_eq!(wrong[1].worst_index(), Some(5), "{}", wrong[1]);
 }
+
+#[test]
+fn gradcheck_reveals_where_two_kinks_cancel_and_the_local_rules_do_not() {
+    // max(x, 0) + min(x, 0) is x: derivative 1. At 0 both ties go to the constant, so the
+    // tape says 0 (JAX's halves happen to add up to 1); the check must say so.
+    let at = Tensor::from(vec![0.0, 1.5]);
+    let tape = Tape::new();
+    let x = tape.var(at.clone());
+    let g = (max(x, 0.0) + min(x, 0.0)).sum().backward();
+    assert_eq!(g.wrt(x).data(), &[0.0, 1.0]);
+    let report = gradcheck(|_, x| (max(x, 0.0) + min(x, 0.0)).sum(), &at);
+    assert_eq!(report.failing(), 1, "{report}");
+    assert_eq!(report.worst_index(), Some(0), "{report}");
+    assert_eq!(report.kinks(), 0, "{report}");
+}
