@@ -561,8 +561,13 @@ fn zip_strided(
     let mut index = Shape::from_elem(0, rank);
     let (mut ox, mut oy) = (0usize, 0usize);
     loop {
-        for k in 0..inner {
-            result.push(f(x[ox + k * ix], y[oy + k * iy]));
+        if ix == 0 && iy == 0 {
+            // Both operands are broadcast along the last axis: one value, repeated.
+            result.extend(std::iter::repeat_n(f(x[ox], y[oy]), inner));
+        } else {
+            for k in 0..inner {
+                result.push(f(x[ox + k * ix], y[oy + k * iy]));
+            }
         }
         // Advance the odometer over the outer dimensions.
         let mut d = rank - 1;

@@ -107,13 +107,19 @@ impl<R: PerElement> Op for Elementwise<R> {
         } else {
             // Operands that are neither one number nor the output's shape are laid out
             // at the output's shape first (a broadcast that is not a scalar's).
+            // A rule that reads only the upstream gets placeholders instead.
             let flat = |t: &Tensor| (t.len() > 1 && t.len() != n).then(|| t.broadcast_to(shape));
-            let a_wide = flat(x[0]);
-            let b_wide = x.get(1).and_then(|b| flat(b));
-            let a = a_wide.as_ref().unwrap_or(x[0]).data();
+            let (a_wide, b_wide) = match R::UPSTREAM_ONLY {
+                true => (None, None),
+                false => (flat(x[0]), x.get(1).and_then(|b| flat(b))),
+            };
+            let a = match R::UPSTREAM_ONLY {
+                true => &[0.0],
+                false => a_wide.as_ref().unwrap_or(x[0]).data(),
+            };
             let b = match x.get(1) {
-                Some(b) => b_wide.as_ref().unwrap_or(b).data(),
-                None => &[0.0],
+                Some(b) if !R::UPSTREAM_ONLY => b_wide.as_ref().unwrap_or(b).data(),
+                _ => &[0.0],
             };
             let up = if up.len() > 1 && up.len() != n {
                 up.broadcast_to(shape)
