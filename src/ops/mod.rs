@@ -155,6 +155,24 @@ pub(crate) fn fits(op: &str, shape: &[usize]) -> Result<(), String> {
     }
 }
 
+/// `shape` as `(outer, len, inner)` around `axis` (which must be below the rank): element
+/// `(o, k, i)` of a row-major tensor of that shape sits at `(o * len + k) * inner + i`.
+/// Exact for the shape of any tensor that exists (a shape with a 0 counts 0).
+pub(crate) fn split_at(shape: &[usize], axis: usize) -> (usize, usize, usize) {
+    let count = |dims: &[usize]| -> usize {
+        if dims.contains(&0) {
+            0
+        } else {
+            dims.iter().product()
+        }
+    };
+    (
+        count(&shape[..axis]),
+        shape[axis],
+        count(&shape[axis + 1..]),
+    )
+}
+
 /// An operand of the generated backward loop: one number for every element, or one per
 /// element. Generic, so that each combination compiles to its own tight loop.
 trait Source: Copy {

@@ -3,7 +3,7 @@
 //! an axis (`softmax`, `log_softmax`). An axis op sees its input as `[outer, len, inner]`
 //! around the axis: element `(o, k, i)` sits at `(o * len + k) * inner + i`.
 
-use super::{chain, fits};
+use super::{chain, fits, split_at};
 use crate::tape::{InputGrads, Op, Var};
 use crate::tensor::{Shape, Tensor, data_from_vec, pairwise_sum, zeroed};
 use smallvec::smallvec;
@@ -174,11 +174,7 @@ fn extreme_forward<const MAX: bool>(op: &str, x: &Tensor, axis: usize) -> Result
 /// extreme (the NaN elements where it is NaN); exactly 0 elsewhere.
 fn extreme_backward(x: &Tensor, out: &Tensor, up: Tensor, axis: usize) -> InputGrads {
     let shape = x.shape();
-    let (outer, len, inner) = (
-        shape[..axis].iter().product::<usize>(),
-        shape[axis],
-        shape[axis + 1..].iter().product::<usize>(),
-    );
+    let (outer, len, inner) = split_at(shape, axis);
     let up = full_upstream(up, out);
     let (data, best, up) = (x.data(), out.data(), up.data());
     let mut g = zeroed(x.len());
@@ -308,11 +304,7 @@ impl Op for LogSumExpAxis {
         // d lse / d x_k = exp(x_k - lse): the softmax of the lane.
         let shape = x[0].shape();
         let axis = self.0;
-        let (outer, len, inner) = (
-            shape[..axis].iter().product::<usize>(),
-            shape[axis],
-            shape[axis + 1..].iter().product::<usize>(),
-        );
+        let (outer, len, inner) = split_at(shape, axis);
         let up = full_upstream(up, out);
         let (data, lse, up) = (x[0].data(), out.data(), up.data());
         let mut g = zeroed(x[0].len());
@@ -387,11 +379,7 @@ fn grad_lanes(
 ) -> InputGrads {
     let up = full_upstream(up, out);
     let (shape, o_data, u_data) = (x.shape(), out.data(), up.data());
-    let (outer, len, inner) = (
-        shape[..axis].iter().product::<usize>(),
-        shape[axis],
-        shape[axis + 1..].iter().product::<usize>(),
-    );
+    let (outer, len, inner) = split_at(shape, axis);
     let mut grad = zeroed(x.len());
     let (mut ol, mut ul, mut gl) = (vec![0.0; len], vec![0.0; len], vec![0.0; len]);
     for o in 0..outer {

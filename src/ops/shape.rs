@@ -1,7 +1,7 @@
 //! Shape and selection: `reshape`, `transpose`, `broadcast_to`, `expand_dims`,
 //! `index_select`, `select`, and `Tensor::one_hot` for the constants they take.
 
-use super::{Operands, fits};
+use super::{Operands, fits, split_at};
 use crate::tape::{InputGrads, Op, Var};
 use crate::tensor::{Shape, Tensor, broadcast_shapes, data_from_vec, numel, sum_to, zeroed};
 use smallvec::smallvec;
@@ -160,25 +160,6 @@ struct IndexSelect {
     indices: Vec<usize>,
 }
 
-impl IndexSelect {
-    /// `(outer, len, inner)` of the input around the axis.
-    fn around(&self, shape: &[usize]) -> (usize, usize, usize) {
-        let count = |dims: &[usize]| -> usize {
-            if dims.contains(&0) {
-                0
-            } else {
-                dims.iter().product()
-            }
-        };
-        let axis = self.axis;
-        (
-            count(&shape[..axis]),
-            shape[axis],
-            count(&shape[axis + 1..]),
-        )
-    }
-}
-
 impl Op for IndexSelect {
     fn name(&self) -> &str {
         "index_select"
@@ -206,7 +187,7 @@ impl Op for IndexSelect {
         let mut out_shape = Shape::from_slice(shape);
         out_shape[axis] = self.indices.len();
         fits(self.name(), &out_shape)?;
-        let (outer, len, inner) = self.around(shape);
+        let (outer, len, inner) = split_at(shape, axis);
         let data = x[0].data();
         let mut out = Vec::with_capacity(numel(&out_shape).unwrap_or(0));
         for o in 0..outer {
@@ -219,7 +200,7 @@ impl Op for IndexSelect {
     }
     fn backward(&self, x: &[&Tensor], out: &Tensor, up: Tensor, _: &[bool]) -> InputGrads {
         let up = up.broadcast_to(out.shape());
-        let (outer, len, inner) = self.around(x[0].shape());
+        let (outer, len, inner) = split_at(x[0].shape(), self.axis);
         let m = self.indices.len();
         let u = up.data();
         let mut g = zeroed(x[0].len());
