@@ -1,6 +1,7 @@
 //! What `linear_svm` and `multiclass_svm` share: the command line, reading and
 //! standardizing the CSV data, the training schedule with its averaged iterate, and the
-//! progress and result lines they print.
+//! progress and result lines they print. `two_layer_net` uses the command line and the
+//! CSV reader.
 
 use std::time::Instant;
 use tapegrad::Tensor;
@@ -28,7 +29,8 @@ pub fn parse_epochs(default: usize) -> Result<usize, String> {
 
 /// A data file as [`load_csv`] returns it.
 pub struct Csv {
-    /// The features, row-major `rows x features`, each column standardized.
+    /// The features, row-major `rows x features`, each column standardized by
+    /// [`load_csv`], as in the file from [`read_csv`].
     pub x: Vec<f64>,
     /// The last column of every row (the class index), as read.
     pub labels: Vec<f64>,
@@ -43,6 +45,14 @@ pub struct Csv {
 /// population (ddof = 0) standard deviation 1. Returns the data and the header's class
 /// names (none if the header stops after the counts).
 pub fn load_csv(path: &str) -> Result<(Csv, Vec<String>), String> {
+    let (mut csv, names) = read_csv(path)?;
+    standardize(&mut csv.x, csv.features);
+    Ok((csv, names))
+}
+
+/// [`load_csv`] without the standardization: the features as the file has them (for a
+/// caller that scales them itself, with statistics of a training split, say).
+pub fn read_csv(path: &str) -> Result<(Csv, Vec<String>), String> {
     let text = std::fs::read_to_string(path).map_err(|e| e.to_string())?;
     let mut lines = text.lines();
     let header: Vec<&str> = lines.next().ok_or("empty file")?.split(',').collect();
@@ -78,7 +88,6 @@ pub fn load_csv(path: &str) -> Result<(Csv, Vec<String>), String> {
     if labels.len() != rows {
         return Err(format!("{} rows, the header says {rows}", labels.len()));
     }
-    standardize(&mut x, features);
     let csv = Csv {
         x,
         labels,
