@@ -1,10 +1,11 @@
-//! What tapegrad does with input it cannot use: each panic names the op, the shapes
-//! involved and the caller's `file:line:col` in its message; fallible constructors
-//! return an `Err` that says what is wrong; empty tensors behave like numpy's.
+//! What tapegrad does with input it cannot use: each panic names the op (as
+//! `tapegrad: <op>:`), the shapes, axes or indices involved and the caller's
+//! `file:line:col` in its message; fallible constructors return an `Err` that says what
+//! is wrong; empty tensors behave like numpy's.
 
 mod common;
 
-use common::ops::{Arg, OPS};
+use common::ops::{Arg, Form, OPS};
 use common::{assert_mentions, panic_message};
 use tapegrad::losses::hinge;
 use tapegrad::{Tape, Tensor};
@@ -105,7 +106,11 @@ fn every_op_of_two_inputs_on_vars_of_two_tapes_panics_naming_the_op() {
     for op in two {
         let (first, second) = (Tape::new(), Tape::new());
         let (a, b) = (first.var(matrix(2, 2)), second.var(matrix(2, 2)));
-        let message = panic_message(|| op.apply(&[a, b], &Arg::None));
+        let arg = match op.form() {
+            Some(Form::Select) => Arg::Cond(Tensor::scalar(1.0)),
+            _ => Arg::None,
+        };
+        let message = panic_message(|| op.apply(&[a, b], &arg));
         assert_mentions(&message, &[op.name, "different tapes"]);
     }
 }
@@ -311,11 +316,13 @@ fn every_elementwise_op_of_empty_tensors_is_empty() {
     let elementwise: Vec<_> = OPS.iter().filter(|op| op.is_elementwise()).collect();
     assert!(elementwise.len() >= 9);
     for op in elementwise {
-        let tape = Tape::new();
-        let inputs: Vec<_> = (0..op.arity()).map(|_| tape.var(empty())).collect();
-        let y = op.apply(&inputs, &Arg::None).value();
-        assert_eq!(y.shape(), &[0], "{}", op.name);
-        assert!(y.data().is_empty(), "{}", op.name);
+        for arg in op.elementwise_args() {
+            let tape = Tape::new();
+            let inputs: Vec<_> = (0..op.arity()).map(|_| tape.var(empty())).collect();
+            let y = op.apply(&inputs, &arg).value();
+            assert_eq!(y.shape(), &[0], "{} {arg:?}", op.name);
+            assert!(y.data().is_empty(), "{} {arg:?}", op.name);
+        }
     }
 }
 

@@ -112,6 +112,30 @@ const BROADCAST_PAIRS: [(&[usize], &[usize]); 5] = [
     (&[], &[]),
 ];
 
+/// The shapes and axes an op along an axis is checked at.
+const AXES: [(&[usize], usize); 4] = [(&[2, 3, 4], 0), (&[2, 3, 4], 1), (&[2, 3, 4], 2), (&[5], 0)];
+
+/// `(condition, a, b)` shapes of `select`, broadcast together in various ways.
+#[allow(clippy::type_complexity)]
+const SELECT_SHAPES: [(&[usize], &[usize], &[usize]); 5] = [
+    (&[3, 4], &[3, 4], &[3, 4]),
+    (&[3, 1], &[4], &[3, 4]),
+    (&[4], &[3, 1], &[]),
+    (&[], &[2, 3], &[2, 3]),
+    (&[2, 3, 4], &[3, 1], &[4]),
+];
+
+/// Whether every two elements of each lane of `x` along `axis` are more than `gap`
+/// apart.
+fn lanes_apart(x: &Tensor, axis: usize, gap: f64) -> bool {
+    let shape = x.shape();
+    let (len, inner) = (shape[axis], shape[axis + 1..].iter().product::<usize>());
+    x.data().iter().enumerate().all(|(i, &v)| {
+        let k = i / inner % len;
+        (1..len - k).all(|j| (v - x.data()[i + j * inner]).abs() > gap)
+    })
+}
+
 /// One set of inputs of an op, and what else it takes.
 struct Example {
     inputs: Vec<Tensor>,
@@ -136,6 +160,15 @@ fn examples(op: &Op, rng: &mut Rng) -> Vec<Example> {
             .iter()
             .map(|s| Example::of(vec![draw(rng, s, rule.domain)]))
             .collect(),
+        Rule::Param(rule) => rule
+            .params
+            .iter()
+            .flat_map(|&(p, domain)| [&[3, 4][..], &[]].map(|s| (p, domain, s)))
+            .map(|(p, domain, s)| Example {
+                inputs: vec![draw(rng, s, domain)],
+                arg: Arg::Param(p),
+            })
+            .collect(),
         Rule::Binary(rule) => {
             let mut pairs = vec![(&[3, 4][..], &[3, 4][..])];
             for (s, t) in BROADCAST_PAIRS {
@@ -150,6 +183,7 @@ fn examples(op: &Op, rng: &mut Rng) -> Vec<Example> {
                 .collect()
         }
         Rule::Tensor(rule) => {
+            let selects = rule.selects;
             let mut tensor = |shape: &[usize]| rng.tensor(shape, -2.0, 2.0);
             match rule.form {
                 // 300 elements: past the 128-element block of the pairwise summation.
@@ -157,18 +191,20 @@ fn examples(op: &Op, rng: &mut Rng) -> Vec<Example> {
                     .iter()
                     .map(|s| Example::of(vec![tensor(s)]))
                     .collect(),
-                Form::Axis => [
-                    (&[2, 3, 4][..], 0),
-                    (&[2, 3, 4], 1),
-                    (&[2, 3, 4], 2),
-                    (&[5], 0),
-                ]
-                .iter()
-                .map(|&(s, axis)| Example {
-                    inputs: vec![tensor(s)],
-                    arg: Arg::Axis(axis),
-                })
-                .collect(),
+                Form::Axis | Form::AlongAxis => AXES
+                    .iter()
+                    .map(|&(s, axis)| {
+                        // max_axis/min_axis: lanes whose elements are 0.1 apart or more.
+                        let x = (0..1000)
+                            .map(|_| tensor(s))
+                            .find(|x| !selects || lanes_apart(x, axis, 0.1))
+                            .expect("test bug: no lanes 0.1 apart");
+                        Example {
+                            inputs: vec![x],
+                            arg: Arg::Axis(axis),
+                        }
+                    })
+                    .collect(),
                 Form::Reshape => [&[4, 6][..], &[24], &[4, 1, 6], &[2, 3, 4]]
                     .iter()
                     .map(|to| Example {
@@ -179,6 +215,52 @@ fn examples(op: &Op, rng: &mut Rng) -> Vec<Example> {
                 Form::MatMul => [([3, 4], [4, 2]), ([1, 5], [5, 1]), ([4, 1], [1, 3])]
                     .iter()
                     .map(|(a, b)| Example::of(vec![tensor(a), tensor(b)]))
+                    .collect(),
+                Form::Transpose => [&[2, 3, 4][..], &[3, 4], &[5], &[]]
+                    .iter()
+                    .map(|s| Example::of(vec![tensor(s)]))
+                    .collect(),
+                Form::BroadcastTo => [
+                    (&[3, 1][..], &[2, 3, 4][..]),
+                    (&[], &[2, 3]),
+                    (&[4], &[3, 4]),
+                    (&[2, 1], &[2, 5]),
+                    (&[2, 3], &[2, 3]),
+                ]
+                .iter()
+                .map(|&(s, to)| Example {
+                    inputs: vec![tensor(s)],
+                    arg: Arg::Shape(to.to_vec()),
+                })
+                .collect(),
+                Form::IndexSelect => [
+                    (&[2, 3, 4][..], 1, &[2, 0, 2][..]),
+                    (&[2, 3, 4], 0, &[1, 1, 0]),
+                    (&[2, 3, 4], 2, &[3, 0, 3, 3]),
+                    (&[5], 0, &[4, 4, 0, 2]),
+                    (&[2, 3], 1, &[]),
+                ]
+                .iter()
+                .map(|&(s, axis, indices)| Example {
+                    inputs: vec![tensor(s)],
+                    arg: Arg::Indices {
+                        axis,
+                        indices: indices.to_vec(),
+                    },
+                })
+                .collect(),
+                Form::Select => SELECT_SHAPES
+                    .iter()
+                    .map(|&(c, a, b)| {
+                        // Conditions 0, 1, -2 and NaN (true: NaN != 0), cycled.
+                        let n: usize = c.iter().product();
+                        let cond = [0.0, 1.0, -2.0, f64::NAN, 0.0];
+                        let cond = (0..n).map(|i| cond[i % cond.len()]).collect();
+                        Example {
+                            inputs: vec![tensor(a), tensor(b)],
+                            arg: Arg::Cond(Tensor::new(cond, c).unwrap()),
+                        }
+                    })
                     .collect(),
             }
         }

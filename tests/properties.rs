@@ -238,8 +238,8 @@ fn check_operand_order_irrelevant(case: &Case) -> Result<(), TestCaseError> {
 
 // ---- strategies ---------------------------------------------------------------------
 
-/// Values of `domain`: magnitudes in [0.5, 3], away from 0 (for `ln` and `/`) and
-/// small enough for `exp`.
+/// Values of `domain`: magnitudes in [0.5, 3], away from 0 (for `ln`, `/` and the kinks
+/// of `abs` and `relu`) and small enough for `exp`.
 fn values(domain: Domain) -> BoxedStrategy<f64> {
     (0.5f64..3.0, any::<bool>())
         .prop_map(move |(m, negative)| domain.pick(m, negative))
@@ -322,16 +322,23 @@ fn binary(
         .boxed()
 }
 
-/// An op of one operand that keeps its shape.
-fn unary(op: &'static Op, values: BoxedStrategy<f64>) -> BoxedStrategy<Case> {
+/// An op of one operand that keeps its shape, with `arg`.
+fn unary(op: &'static Op, values: BoxedStrategy<f64>, arg: Arg) -> BoxedStrategy<Case> {
     output_shape()
         .prop_flat_map(move |shape| (tensor(shape.clone(), values.clone()), weight(shape)))
         .prop_map(move |(x, weight)| Case {
             op,
             inputs: vec![x],
-            arg: Arg::None,
+            arg: arg.clone(),
             weight,
         })
+        .boxed()
+}
+
+/// An op of one operand and a number: each of the table's `p`s, values from its domain.
+fn with_param(op: &'static Op, params: &'static [(f64, Domain)]) -> BoxedStrategy<Case> {
+    prop::sample::select(params)
+        .prop_flat_map(move |(p, domain)| unary(op, values(domain), Arg::Param(p)))
         .boxed()
 }
 
@@ -348,19 +355,140 @@ fn reduce(op: &'static Op) -> BoxedStrategy<Case> {
         .boxed()
 }
 
-/// A sum over one axis of a random tensor of rank 1 to 3.
-fn sum_axis(op: &'static Op) -> BoxedStrategy<Case> {
+/// A random tensor of rank 1 to 3 and one of its axes.
+fn shape_and_axis() -> impl Strategy<Value = (Vec<usize>, usize)> {
     prop::collection::vec(1usize..=5, 1..=3)
         .prop_flat_map(|shape| (Just(shape.clone()), 0..shape.len()))
-        .prop_flat_map(|(shape, axis)| {
+}
+
+/// The smallest gap between two elements of one lane along `axis` (inf if no lane has
+/// two elements).
+fn min_lane_gap(x: &Tensor, axis: usize) -> f64 {
+    let shape = x.shape();
+    let (len, inner) = (shape[axis], shape[axis + 1..].iter().product::<usize>());
+    let mut gap = f64::INFINITY;
+    for (i, &v) in x.data().iter().enumerate() {
+        let k = i / inner % len;
+        for j in 1..len - k {
+            gap = gap.min((v - x.data()[i + j * inner]).abs());
+        }
+    }
+    gap
+}
+
+/// A reduction over one axis of a random tensor of rank 1 to 3 (drawn from `values`);
+/// kept away from ties within a lane if `apart` (max_axis, min_axis).
+fn axis(op: &'static Op, values: BoxedStrategy<f64>, apart: bool) -> BoxedStrategy<Case> {
+    shape_and_axis()
+        .prop_flat_map(move |(shape, axis)| {
             let mut out = shape.clone();
             out.remove(axis);
-            (tensor(shape, signed()), Just(axis), weight(out))
+            (tensor(shape, values.clone()), Just(axis), weight(out))
         })
         .prop_map(move |(x, axis, weight)| Case {
             op,
             inputs: vec![x],
             arg: Arg::Axis(axis),
+            weight,
+        })
+        .prop_filter("two elements of a lane too close to a tie", move |case| {
+            !apart || min_lane_gap(&case.inputs[0], case.arg.axis()) > KINK_GAP
+        })
+        .boxed()
+}
+
+/// A normalization along one axis of a random tensor of rank 1 to 3 (the shape kept).
+fn along_axis(op: &'static Op) -> BoxedStrategy<Case> {
+    shape_and_axis()
+        .prop_flat_map(|(shape, axis)| (tensor(shape.clone(), signed()), Just(axis), weight(shape)))
+        .prop_map(move |(x, axis, weight)| Case {
+            op,
+            inputs: vec![x],
+            arg: Arg::Axis(axis),
+            weight,
+        })
+        .boxed()
+}
+
+fn transpose(op: &'static Op) -> BoxedStrategy<Case> {
+    output_shape()
+        .prop_flat_map(|shape| {
+            let reversed = shape.iter().rev().copied().collect();
+            (tensor(shape, signed()), weight(reversed))
+        })
+        .prop_map(move |(x, weight)| Case {
+            op,
+            inputs: vec![x],
+            arg: Arg::None,
+            weight,
+        })
+        .boxed()
+}
+
+/// A random operand broadcast to a random shape it broadcasts to.
+fn broadcast_to_op(op: &'static Op) -> BoxedStrategy<Case> {
+    output_shape()
+        .prop_flat_map(|out| (operand_shape(out.clone()), Just(out)))
+        .prop_flat_map(|(shape, out)| (tensor(shape, signed()), weight(out.clone()), Just(out)))
+        .prop_map(move |(x, weight, out)| Case {
+            op,
+            inputs: vec![x],
+            arg: Arg::Shape(out),
+            weight,
+        })
+        .boxed()
+}
+
+/// Up to 6 indices along a random axis, repeats likely (their gradients add up).
+fn index_select(op: &'static Op) -> BoxedStrategy<Case> {
+    shape_and_axis()
+        .prop_flat_map(|(shape, axis)| {
+            let indices = prop::collection::vec(0..shape[axis], 0..=6);
+            (Just(shape), Just(axis), indices)
+        })
+        .prop_flat_map(|(shape, axis, indices)| {
+            let mut out = shape.clone();
+            out[axis] = indices.len();
+            (
+                tensor(shape, signed()),
+                weight(out),
+                Just(Arg::Indices { axis, indices }),
+            )
+        })
+        .prop_map(move |(x, weight, arg)| Case {
+            op,
+            inputs: vec![x],
+            arg,
+            weight,
+        })
+        .boxed()
+}
+
+/// `select(cond, a, b)` with all three broadcast together; the condition holds 0, 1,
+/// -2 or NaN (true, as NaN != 0).
+fn select(op: &'static Op) -> BoxedStrategy<Case> {
+    let conditions = prop::sample::select(vec![0.0, 1.0, -2.0, f64::NAN]).boxed();
+    output_shape()
+        .prop_flat_map(|out| {
+            (
+                operand_shape(out.clone()),
+                operand_shape(out.clone()),
+                operand_shape(out),
+            )
+        })
+        .prop_flat_map(move |(sc, sa, sb)| {
+            let out = broadcast_shape(&sc, &broadcast_shape(&sa, &sb));
+            (
+                tensor(sc, conditions.clone()),
+                tensor(sa, signed()),
+                tensor(sb, signed()),
+                weight(out),
+            )
+        })
+        .prop_map(move |(cond, a, b, weight)| Case {
+            op,
+            inputs: vec![a, b],
+            arg: Arg::Cond(cond),
             weight,
         })
         .boxed()
@@ -413,7 +541,8 @@ fn matmul(op: &'static Op) -> BoxedStrategy<Case> {
 /// Random cases of `op`, from its domain and of shapes its form takes.
 fn cases(op: &'static Op) -> BoxedStrategy<Case> {
     match &op.rule {
-        Rule::Unary(rule) => unary(op, values(rule.domain)),
+        Rule::Unary(rule) => unary(op, values(rule.domain), Arg::None),
+        Rule::Param(rule) => with_param(op, rule.params),
         Rule::Binary(rule) => binary(
             op,
             values(rule.domains[0]),
@@ -422,9 +551,14 @@ fn cases(op: &'static Op) -> BoxedStrategy<Case> {
         ),
         Rule::Tensor(rule) => match rule.form {
             Form::Reduce => reduce(op),
-            Form::Axis => sum_axis(op),
+            Form::Axis => axis(op, signed(), rule.selects),
+            Form::AlongAxis => along_axis(op),
             Form::Reshape => reshape(op),
+            Form::Transpose => transpose(op),
+            Form::BroadcastTo => broadcast_to_op(op),
+            Form::IndexSelect => index_select(op),
             Form::MatMul => matmul(op),
+            Form::Select => select(op),
         },
     }
 }
@@ -475,6 +609,15 @@ fn max_and_min_give_each_operand_the_same_gradient_in_either_order_at_ties() {
     let selects = |op: &Op| op.binary().is_some_and(|rule| rule.selects);
     let tie_prone = |op| binary(op, tie_prone(), tie_prone(), false);
     for_every_op(selects, tie_prone, check_operand_order_irrelevant);
+}
+
+/// max_axis and min_axis at lanes full of ties: the tape splits each lane's upstream
+/// evenly among the elements that tie for its extreme, as the table's derivative does.
+#[test]
+fn max_and_min_axis_split_the_gradient_evenly_among_tied_elements() {
+    let selects = |op: &Op| op.tensor().is_some_and(|rule| rule.selects);
+    let tie_prone = |op| axis(op, tie_prone(), false);
+    for_every_op(selects, tie_prone, check_table_derivative);
 }
 
 // ---- cases the properties found, kept as fixed examples --------------------------------

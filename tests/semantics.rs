@@ -8,7 +8,7 @@
 
 mod common;
 
-use common::ops::{Arg, LAYOUTS, Layout, OPS, Op, engine_grads, op};
+use common::ops::{Arg, LAYOUTS, Layout, OPS, Op, Special, engine_grads, op};
 use common::{INF, NAN, SPECIALS, assert_same, same_bits, same_bits_or_none};
 use tapegrad::losses::{hinge, hinge_grad_closed_form};
 use tapegrad::{Tape, Tensor, Var, max};
@@ -568,14 +568,14 @@ fn rank0_and_tensor_backward_rules_agree_bit_for_bit_on_special_values() {
     let mut mismatches = Vec::new();
     let mut checked = 0;
     for op in OPS.iter().filter(|op| op.is_elementwise()) {
-        for (x, tracked) in op.special_inputs() {
+        for Special { x, arg, tracked } in op.special_inputs() {
             for u in upstreams {
-                let scalar = engine_grads(op, &x, tracked, Layout::Rank0, u);
-                let tensor = engine_grads(op, &x, tracked, Layout::Tensor, u);
+                let scalar = engine_grads(op, &x, &arg, tracked, Layout::Rank0, u);
+                let tensor = engine_grads(op, &x, &arg, tracked, Layout::Tensor, u);
                 if !(0..2).all(|k| same_bits_or_none(scalar[k], tensor[k])) {
                     mismatches.push(format!(
-                        "{}{x:?} tracked {tracked:?} upstream {u}: rank-0 {scalar:?}, \
-                         tensor {tensor:?}",
+                        "{}{x:?} {arg:?} tracked {tracked:?} upstream {u}: rank-0 \
+                         {scalar:?}, tensor {tensor:?}",
                         op.name
                     ));
                 }

@@ -26,6 +26,13 @@ pub const INF: f64 = f64::INFINITY;
 /// The special values of `fixtures/special_values.txt`: NaN, ±inf, ±0, ±1 and 2.
 pub const SPECIALS: [f64; 8] = [NAN, INF, -INF, 0.0, -0.0, 1.0, -1.0, 2.0];
 
+/// What one-input ops also see there (`UNARY_S` of `gen_special.py`): [`SPECIALS`], then
+/// ±0.5, ±3, a tiny 1e-8 and ±1000 (past every saturation, where a naive sigmoid or
+/// softplus overflows).
+pub const UNARY_SPECIALS: [f64; 15] = [
+    NAN, INF, -INF, 0.0, -0.0, 1.0, -1.0, 2.0, 0.5, -0.5, 3.0, -3.0, 1e-8, 1000.0, -1000.0,
+];
+
 /// The message of the panic `f` raises (fails the test if it does not panic).
 pub fn panic_message<R>(f: impl FnOnce() -> R) -> String {
     let payload = match catch_unwind(AssertUnwindSafe(f)) {
