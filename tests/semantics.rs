@@ -1,7 +1,9 @@
 //! The engine's promises, one test each: the op table covers every op, the tie rule of
 //! max/min line by line (in the rank-0 and the tensor path), selection (not masking) in
 //! their backward, hard zeros for a zero upstream, the same rules in both backward paths,
-//! and pairwise summation.
+//! max_axis/min_axis at ties and NaN, softmax and logsumexp at 1000, relu and abs as the
+//! closed forms of max, compound assignment, select, one_hot and the shape ops, and
+//! pairwise summation.
 //!
 //! Values against numpy live in `special_values.rs`, panics in `bad_input.rs`, the 10^6
 //! chain in `long_runs.rs`.
@@ -590,6 +592,386 @@ fn rank0_and_tensor_backward_rules_agree_bit_for_bit_on_special_values() {
         mismatches.len(),
         mismatches.join("\n")
     );
+}
+
+// ---- max_axis and min_axis: NaN propagates, ties share the gradient evenly ---------------
+
+/// `(lane, max, d max / d lane, min, d min / d lane)` for the upstream 1.
+type LaneCase = (&'static [f64], f64, &'static [f64], f64, &'static [f64]);
+
+const LANES: &[LaneCase] = &[
+    (
+        &[1.0, 3.0, 2.0],
+        3.0,
+        &[0.0, 1.0, 0.0],
+        1.0,
+        &[1.0, 0.0, 0.0],
+    ),
+    // Two-way and three-way ties: the upstream split evenly, exactly 0 elsewhere.
+    (
+        &[1.0, 3.0, 3.0, 1.0],
+        3.0,
+        &[0.0, 0.5, 0.5, 0.0],
+        1.0,
+        &[0.5, 0.0, 0.0, 0.5],
+    ),
+    (&[2.0, 2.0, 2.0], 2.0, &[1.0 / 3.0; 3], 2.0, &[1.0 / 3.0; 3]),
+    // Signed zeros tie; the value is the later one, as np.max and np.min return.
+    (&[0.0, -0.0], -0.0, &[0.5, 0.5], -0.0, &[0.5, 0.5]),
+    (&[-0.0, 0.0], 0.0, &[0.5, 0.5], 0.0, &[0.5, 0.5]),
+    // Infinities tie like numbers.
+    (
+        &[INF, 1.0, INF],
+        INF,
+        &[0.5, 0.0, 0.5],
+        1.0,
+        &[0.0, 1.0, 0.0],
+    ),
+    (&[-INF, -INF], -INF, &[0.5, 0.5], -INF, &[0.5, 0.5]),
+    // A NaN wins (np.max): the NaN elements share the gradient.
+    (
+        &[1.0, NAN, 2.0],
+        NAN,
+        &[0.0, 1.0, 0.0],
+        NAN,
+        &[0.0, 1.0, 0.0],
+    ),
+    (
+        &[NAN, 5.0, NAN, 7.0],
+        NAN,
+        &[0.5, 0.0, 0.5, 0.0],
+        NAN,
+        &[0.5, 0.0, 0.5, 0.0],
+    ),
+    // One element: its own extreme.
+    (&[-4.0], -4.0, &[1.0], -4.0, &[1.0]),
+];
+
+#[test]
+fn max_and_min_axis_propagate_nan_and_split_ties_evenly_along_either_axis() {
+    for &(lane, max, d_max, min, d_min) in LANES {
+        let n = lane.len();
+        // The lane along axis 1 of [2, n] (twice), and along axis 0 of [n, 2] (twice).
+        let rows = Tensor::new([lane, lane].concat(), &[2, n]).unwrap();
+        let columns: Vec<f64> = lane.iter().flat_map(|&v| [v, v]).collect();
+        let columns = Tensor::new(columns, &[n, 2]).unwrap();
+        for (name, want, d_want) in [("max_axis", max, d_max), ("min_axis", min, d_min)] {
+            for (x, axis) in [(&rows, 1), (&columns, 0)] {
+                let tape = Tape::new();
+                let v = tape.var(x.clone());
+                let y = op(name).apply(&[v], &Arg::Axis(axis));
+                let what = format!("{name}({lane:?}) along axis {axis}");
+                assert!(
+                    y.value().data().iter().all(|&g| same_bits(g, want)),
+                    "{what}"
+                );
+                // The upstream 1 for one lane, 0 for the other: that lane gets nothing.
+                let g = y.backward_with(Tensor::from(vec![1.0, 0.0]));
+                let g = g.wrt(v);
+                let (first, second): (Vec<f64>, Vec<f64>) = match axis {
+                    1 => (g.data()[..n].to_vec(), g.data()[n..].to_vec()),
+                    _ => (
+                        g.data().iter().step_by(2).copied().collect(),
+                        g.data().iter().skip(1).step_by(2).copied().collect(),
+                    ),
+                };
+                assert_same(&first, d_want, &what);
+                assert!(
+                    second.iter().all(|&g| same_bits(g, 0.0)),
+                    "{what}: {second:?}"
+                );
+            }
+        }
+    }
+}
+
+#[test]
+fn max_axis_gives_exactly_zero_to_the_losers_even_for_an_inf_or_nan_upstream() {
+    let tape = Tape::new();
+    let x = tape.var(Tensor::new(vec![1.0, 3.0, 3.0, 5.0, 4.0, 2.0], &[2, 3]).unwrap());
+    let g = x.max_axis(1).backward_with(Tensor::from(vec![INF, NAN]));
+    assert_same(g.wrt(x).data(), &[0.0, INF, INF, NAN, 0.0, 0.0], "grad");
+}
+
+// ---- logsumexp, softmax, log_softmax --------------------------------------------------------
+
+#[test]
+fn logsumexp_axis_at_1000_does_not_overflow() {
+    let tape = Tape::new();
+    let x = tape.var(Tensor::new(vec![1000.0, 1000.0, 1000.0, -1000.0], &[2, 2]).unwrap());
+    let y = x.logsumexp_axis(1);
+    assert_eq!(y.value().data(), &[1000.0 + std::f64::consts::LN_2, 1000.0]);
+    // The gradient is exp(x - lse): lse = 1000.69.. carries its rounding (half an ulp
+    // of 1000, 5.7e-14) into the exponent, so 0.5 comes out as 0.5000000000000275 (JAX,
+    // which differentiates through exp(x - max), gets 0.5 exactly).
+    let g = y.sum().backward();
+    let want = [0.5, 0.5, 1.0, 0.0];
+    for (g, w) in g.wrt(x).data().iter().zip(want) {
+        assert!((g - w).abs() <= 1e-13, "{g} vs {w}");
+    }
+    // A lane of -inf: -inf, and no NaN in the gradient of the other lane.
+    let x = tape.var(Tensor::new(vec![-INF, -INF, 0.0, 0.0], &[2, 2]).unwrap());
+    let y = x.logsumexp_axis(1);
+    assert_same(y.value().data(), &[-INF, std::f64::consts::LN_2], "value");
+}
+
+/// softmax along either axis of a [3, 4] input with 1000s and a -inf in it: every lane
+/// sums to 1, nothing overflows, the -inf gets exactly 0. "Sums to 1" within 1e-13:
+/// each element is exp(x - lse), and an lse near 1000 carries its rounding (up to half
+/// an ulp of 1000, 5.7e-14) into every exponent (1.6e-14 off here).
+#[test]
+fn softmax_lanes_sum_to_one_even_at_1000() {
+    let data = vec![
+        1000.0, 999.0, -1000.0, 0.5, //
+        -INF, 2.0, 1.0, 1000.0, //
+        0.0, 0.0, 0.0, 0.0,
+    ];
+    let tape = Tape::new();
+    let x = tape.var(Tensor::new(data, &[3, 4]).unwrap());
+    for axis in [0, 1] {
+        let s = x.softmax(axis).value();
+        assert!(s.data().iter().all(|p| (0.0..=1.0).contains(p)), "{s:?}");
+        let sums = tape.constant(s.clone()).sum_axis(axis).value();
+        for &sum in sums.data() {
+            assert!((sum - 1.0).abs() <= 1e-13, "axis {axis}: {sum}");
+        }
+    }
+    assert_eq!(x.softmax(1).value().data()[4], 0.0, "softmax at -inf");
+    assert_eq!(x.softmax(1).value().data()[8..], [0.25; 4]);
+}
+
+/// log_softmax is `x - logsumexp(x)` along the axis, bit for bit in value, and so is its
+/// gradient up to rounding (the composite subtracts a broadcast lse).
+#[test]
+fn log_softmax_is_x_minus_logsumexp() {
+    let data = vec![
+        1000.0, 999.0, -1000.0, 0.5, -3.0, 2.0, 1.0, 1000.0, 0.0, 0.1, 0.2, 0.3,
+    ];
+    let w = Tensor::new((0..12).map(|i| (i as f64 * 0.7).sin()).collect(), &[3, 4]).unwrap();
+    for axis in [0, 1] {
+        let tape = Tape::new();
+        let x = tape.var(Tensor::new(data.clone(), &[3, 4]).unwrap());
+        let direct = x.log_softmax(axis);
+        let composite = x - x.logsumexp_axis(axis).expand_dims(axis);
+        let bits = |t: Tensor| t.data().iter().map(|v| v.to_bits()).collect::<Vec<_>>();
+        assert_eq!(bits(direct.value()), bits(composite.value()), "axis {axis}");
+        let g1 = (direct * tape.constant(w.clone())).sum().backward();
+        let g2 = (composite * tape.constant(w.clone())).sum().backward();
+        for (a, b) in g1.wrt(x).data().iter().zip(g2.wrt(x).data()) {
+            assert!((a - b).abs() <= 1e-14, "axis {axis}: {a} vs {b}");
+        }
+        // exp(log_softmax) is softmax.
+        let s = x.softmax(axis).value();
+        for (l, s) in direct.value().data().iter().zip(s.data()) {
+            assert!((l.exp() - s).abs() <= 1e-15, "axis {axis}");
+        }
+    }
+}
+
+#[test]
+fn softmax_and_log_softmax_with_a_zero_upstream_give_zero_not_nan() {
+    // exp(1000 - 1000) etc. are finite, but a lane holding inf gives NaN outputs; a
+    // zero upstream for that lane must still give exactly 0.
+    let tape = Tape::new();
+    let x = tape.var(Tensor::new(vec![INF, 1.0, 2.0, 3.0], &[2, 2]).unwrap());
+    let up = Tensor::new(vec![0.0, 0.0, 1.0, -1.0], &[2, 2]).unwrap();
+    let g = x.softmax(1).backward_with(up.clone());
+    assert_eq!(g.wrt(x).data()[..2], [0.0, 0.0]);
+    let g = x.log_softmax(1).backward_with(up);
+    assert_eq!(g.wrt(x).data()[..2], [0.0, 0.0]);
+}
+
+// ---- relu and abs: the closed forms of max ----------------------------------------------------
+
+#[test]
+fn relu_is_x_max_zero_in_value_and_gradient_bit_for_bit() {
+    let x: Vec<f64> = common::UNARY_SPECIALS.to_vec();
+    let tape = Tape::new();
+    let v = tape.var(Tensor::from(x.clone()));
+    let (relu, max0) = (v.relu(), v.max(0.0));
+    let bits = |t: &Tensor| t.data().iter().map(|v| v.to_bits()).collect::<Vec<_>>();
+    assert_eq!(bits(&relu.value()), bits(&max0.value()));
+    for u in [1.0, -3.0, INF, NAN] {
+        let seed = Tensor::full(&[x.len()], u);
+        let (g1, g2) = (relu.backward_with(seed.clone()), max0.backward_with(seed));
+        assert_eq!(bits(g1.wrt(v)), bits(g2.wrt(v)), "upstream {u}");
+    }
+}
+
+#[test]
+fn abs_has_gradient_sign_of_x_like_max_of_x_and_minus_x() {
+    let x = [-2.0, -0.0, 0.0, 3.0, -INF];
+    let tape = Tape::new();
+    let v = tape.var(Tensor::from(x.to_vec()));
+    let g = v.abs().sum().backward();
+    assert_same(g.wrt(v).data(), &[-1.0, 0.0, 0.0, 1.0, -1.0], "abs");
+    let g_max = max(v, -v).sum().backward();
+    assert_same(g.wrt(v).data(), g_max.wrt(v).data(), "abs vs max(x, -x)");
+}
+
+// ---- compound assignment ------------------------------------------------------------------
+
+#[test]
+fn compound_assignment_records_the_same_op_as_the_operator() {
+    let x0 = Tensor::from(vec![1.5, -2.0, 3.0]);
+    let y0 = Tensor::from(vec![0.5, 4.0, -1.0]);
+    type Step = for<'t> fn(&mut Var<'t>, Var<'t>);
+    type Plain = for<'t> fn(Var<'t>, Var<'t>) -> Var<'t>;
+    let forms: [(&str, Step, Plain, f64); 4] = [
+        ("+=", |a, b| *a += b, |a, b| a + b, 0.25),
+        ("-=", |a, b| *a -= b, |a, b| a - b, 0.25),
+        ("*=", |a, b| *a *= b, |a, b| a * b, 0.25),
+        ("/=", |a, b| *a /= b, |a, b| a / b, 0.25),
+    ];
+    for (name, step, plain, c) in forms {
+        let run = |assign: bool| {
+            let tape = Tape::new();
+            let (x, y) = (tape.var(x0.clone()), tape.var(y0.clone()));
+            let mut acc = x;
+            if assign {
+                step(&mut acc, y);
+                step(&mut acc, x);
+            } else {
+                acc = plain(plain(acc, y), x);
+            }
+            let out = acc.sum();
+            let g = out.backward();
+            (out.value().item(), g.wrt(x).clone(), g.wrt(y).clone())
+        };
+        assert_eq!(run(true), run(false), "x {name} y; x {name} x");
+        // With an f64 on the right.
+        let tape = Tape::new();
+        let x = tape.var(x0.clone());
+        let mut acc = x;
+        match name {
+            "+=" => acc += c,
+            "-=" => acc -= c,
+            "*=" => acc *= c,
+            _ => acc /= c,
+        }
+        let want = match name {
+            "+=" => x + c,
+            "-=" => x - c,
+            "*=" => x * c,
+            _ => x / c,
+        };
+        assert_eq!(acc.value(), want.value(), "x {name} {c}");
+        assert_eq!(acc.sum().backward().wrt(x), want.sum().backward().wrt(x));
+    }
+}
+
+// ---- select, one_hot, the shape ops ----------------------------------------------------------
+
+#[test]
+fn select_routes_the_gradient_and_never_multiplies_it() {
+    let tape = Tape::new();
+    let a = tape.var(Tensor::from(vec![1.0, 2.0, 3.0, 4.0]));
+    let b = tape.var(Tensor::scalar(-1.0));
+    // NaN != 0: a NaN condition selects a, as np.where does.
+    let cond = Tensor::from(vec![1.0, 0.0, NAN, -0.0]);
+    let y = tapegrad::select(&cond, a, b);
+    assert_eq!(y.value().data(), &[1.0, -1.0, 3.0, -1.0]);
+    let g = y.backward_with(Tensor::from(vec![INF, NAN, 2.0, 5.0]));
+    assert_same(g.wrt(a).data(), &[INF, 0.0, 2.0, 0.0], "grad a");
+    // b was broadcast: the gradients it got add up (NaN + 5).
+    assert_same(g.wrt(b).data(), &[NAN], "grad b");
+    // f64 operands on either side, a condition broadcast over rows.
+    let m = tape.var(Tensor::new(vec![1.0, 2.0, 3.0, 4.0, 5.0, 6.0], &[2, 3]).unwrap());
+    let cond = Tensor::new(vec![1.0, 0.0], &[2, 1]).unwrap();
+    let y = tapegrad::select(&cond, m, 0.0);
+    assert_eq!(y.value().data(), &[1.0, 2.0, 3.0, 0.0, 0.0, 0.0]);
+    assert_eq!(
+        y.sum().backward().wrt(m).data(),
+        &[1.0, 1.0, 1.0, 0.0, 0.0, 0.0]
+    );
+    let y = tapegrad::select(&cond, 7.0, m);
+    assert_eq!(y.value().data(), &[7.0, 7.0, 7.0, 4.0, 5.0, 6.0]);
+    assert_eq!(
+        y.sum().backward().wrt(m).data(),
+        &[0.0, 0.0, 0.0, 1.0, 1.0, 1.0]
+    );
+}
+
+#[test]
+fn one_hot_rows_pick_the_labels_and_pick_scores_with_index_select_too() {
+    let y = Tensor::one_hot(&[2, 0, 1, 2], 3);
+    assert_eq!(y.shape(), &[4, 3]);
+    assert_eq!(
+        y.data(),
+        &[0.0, 0.0, 1.0, 1.0, 0.0, 0.0, 0.0, 1.0, 0.0, 0.0, 0.0, 1.0]
+    );
+    assert_eq!(Tensor::one_hot(&[], 3).shape(), &[0, 3]);
+    // The score of the right class, two ways: (scores * one_hot).sum_axis(1) and a
+    // gather with index_select; the same values and gradients.
+    let tape = Tape::new();
+    let scores = tape.var(Tensor::new((0..12).map(f64::from).collect(), &[4, 3]).unwrap());
+    let masked = (scores * tape.constant(y)).sum_axis(1);
+    let picked: Vec<Var> = [2, 0, 1, 2]
+        .iter()
+        .enumerate()
+        .map(|(i, &c)| {
+            scores
+                .index_select(0, &[i])
+                .index_select(1, &[c])
+                .reshape(&[])
+        })
+        .collect();
+    let gathered = picked[1..].iter().fold(picked[0], |s, &p| s + p);
+    assert_eq!(masked.sum().value(), gathered.value());
+    let (g1, g2) = (masked.sum().backward(), gathered.backward());
+    assert_eq!(g1.wrt(scores), g2.wrt(scores));
+}
+
+#[test]
+fn index_select_adds_up_the_gradients_of_repeated_indices() {
+    let tape = Tape::new();
+    let x = tape.var(Tensor::new((0..6).map(f64::from).collect(), &[3, 2]).unwrap());
+    let y = x.index_select(0, &[2, 2, 0, 2]);
+    assert_eq!(y.value().data(), &[4.0, 5.0, 4.0, 5.0, 0.0, 1.0, 4.0, 5.0]);
+    let w = Tensor::new((1..=8).map(f64::from).collect(), &[4, 2]).unwrap();
+    let g = y.backward_with(w);
+    // Row 2 gets rows 0, 1 and 3 of the upstream; row 0 gets row 2; row 1 nothing.
+    assert_eq!(
+        g.wrt(x).data(),
+        &[5.0, 6.0, 0.0, 0.0, 1.0 + 3.0 + 7.0, 2.0 + 4.0 + 8.0]
+    );
+}
+
+#[test]
+fn transpose_reverses_every_axis_and_leaves_rank_0_and_1_alone() {
+    let tape = Tape::new();
+    let x = tape.var(Tensor::new((0..24).map(f64::from).collect(), &[2, 3, 4]).unwrap());
+    let t = x.transpose().value();
+    assert_eq!(t.shape(), &[4, 3, 2]);
+    // t[k][j][i] = x[i][j][k] = 12 i + 4 j + k
+    for (flat, &v) in t.data().iter().enumerate() {
+        let (k, j, i) = (flat / 6, flat / 2 % 3, flat % 2);
+        assert_eq!(v, (12 * i + 4 * j + k) as f64);
+    }
+    assert_eq!(x.transpose().transpose().value(), x.value());
+    for leaf in [Tensor::scalar(2.0), Tensor::from(vec![1.0, 2.0, 3.0])] {
+        let v = tape.var(leaf.clone());
+        assert_eq!(v.transpose().value(), leaf);
+    }
+}
+
+#[test]
+fn mean_axis_is_sum_axis_over_the_length_and_expand_dims_inserts_a_one() {
+    let tape = Tape::new();
+    let x = tape.var(Tensor::new(vec![1.0, 2.0, 3.0, 4.0, 5.0, 6.0], &[2, 3]).unwrap());
+    assert_eq!(x.mean_axis(1).value().data(), &[2.0, 5.0]);
+    assert_eq!(x.mean_axis(0).value().data(), &[2.5, 3.5, 4.5]);
+    let g = x.mean_axis(1).sum().backward();
+    assert_eq!(g.wrt(x).data(), &[1.0 / 3.0; 6]);
+    for (axis, shape) in [(0, [1, 2, 3]), (1, [2, 1, 3]), (2, [2, 3, 1])] {
+        let e = x.expand_dims(axis);
+        assert_eq!(e.value().shape(), &shape);
+        assert_eq!(e.value().data(), x.value().data());
+    }
+    // broadcast_to's gradient sums over the copies.
+    let row = tape.var(Tensor::new(vec![1.0, 2.0], &[1, 2]).unwrap());
+    let g = row.broadcast_to(&[4, 3, 2]).sum().backward();
+    assert_eq!(g.wrt(row).data(), &[12.0, 12.0]);
 }
 
 // ---- summation --------------------------------------------------------------------------
