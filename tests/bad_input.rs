@@ -270,6 +270,179 @@ fn sum_axis_of_a_rank0_var_panics() {
     assert_names(&message, line, &["sum_axis", "axis 0", "[]"]);
 }
 
+// ---- the ops along an axis, index_select, broadcast_to, select, one_hot ---------------
+
+/// Every op of the table that takes an axis, given axis 2 of a `[2, 3]` var: the panic
+/// names the op, the axis, the rank and the line in `tests/common/ops.rs` that called it.
+#[test]
+fn every_op_of_the_table_that_takes_an_axis_panics_on_an_axis_out_of_range() {
+    let with_axis: Vec<_> = OPS
+        .iter()
+        .filter(|op| op.form().is_some_and(Form::takes_axis))
+        .collect();
+    assert!(
+        with_axis.len() >= 7,
+        "the table's ops with an axis: {}",
+        with_axis.len()
+    );
+    for op in with_axis {
+        let tape = Tape::new();
+        let x = tape.var(matrix(2, 3));
+        let message = panic_message(|| op.apply(&[x], &op.arg_with_axis(2)));
+        let head = format!("tapegrad: {}:", op.name);
+        assert_mentions(
+            &message,
+            &[&head, "axis 2", "[2, 3]", "rank 2", "tests/common/ops.rs:"],
+        );
+    }
+}
+
+/// The same, one call per op written here (the composite `mean_axis` too, which has no
+/// row): the message names this file's line.
+#[test]
+fn an_axis_out_of_range_panics_naming_the_op_the_axis_the_rank_and_the_line() {
+    let tape = Tape::new();
+    let x = tape.var(matrix(2, 3));
+    let calls = [
+        ("max_axis", panic_at_line!(x.max_axis(2))),
+        ("min_axis", panic_at_line!(x.min_axis(2))),
+        ("mean_axis", panic_at_line!(x.mean_axis(2))),
+        ("logsumexp_axis", panic_at_line!(x.logsumexp_axis(2))),
+        ("softmax", panic_at_line!(x.softmax(2))),
+        ("log_softmax", panic_at_line!(x.log_softmax(5))),
+        ("index_select", panic_at_line!(x.index_select(2, &[0]))),
+    ];
+    for (op, (line, message)) in calls {
+        let head = format!("tapegrad: {op}:");
+        let axis = if op == "log_softmax" {
+            "axis 5"
+        } else {
+            "axis 2"
+        };
+        assert_names(&message, line, &[&head, axis, "[2, 3]", "rank 2"]);
+    }
+}
+
+/// `expand_dims` may put the new axis at the rank (appending it), so axis 2 of a
+/// `[2, 3]` var is fine and axis 3 is out of range. Its message names the range of
+/// valid axes (`0..=2`) rather than the word "rank".
+#[test]
+fn expand_dims_past_the_rank_panics_naming_the_axis_the_valid_range_and_the_line() {
+    let tape = Tape::new();
+    let x = tape.var(matrix(2, 3));
+    assert_eq!(x.expand_dims(2).value().shape(), &[2, 3, 1]);
+    let (line, message) = panic_at_line!(x.expand_dims(3));
+    assert_names(
+        &message,
+        line,
+        &["tapegrad: expand_dims:", "axis 3", "[2, 3]", "0..=2"],
+    );
+}
+
+#[test]
+fn index_select_of_an_index_out_of_range_panics_naming_the_index_and_the_axis_length() {
+    let tape = Tape::new();
+    let x = tape.var(matrix(2, 3));
+    let (line, message) = panic_at_line!(x.index_select(1, &[0, 3, 1]));
+    assert_names(
+        &message,
+        line,
+        &[
+            "tapegrad: index_select:",
+            "index 3",
+            "position 1",
+            "axis 1",
+            "length 3",
+        ],
+    );
+    let (line, message) = panic_at_line!(x.index_select(0, &[1, 1, 7]));
+    assert_names(
+        &message,
+        line,
+        &["index 7", "position 2", "axis 0", "length 2"],
+    );
+}
+
+#[test]
+fn broadcast_to_a_shape_it_does_not_broadcast_to_panics_naming_both_shapes() {
+    let tape = Tape::new();
+    let x = tape.var(matrix(2, 3));
+    let (line, message) = panic_at_line!(x.broadcast_to(&[4, 3]));
+    assert_names(
+        &message,
+        line,
+        &["tapegrad: broadcast_to:", "[2, 3]", "[4, 3]"],
+    );
+    // Fewer dims than the operand: broadcasting never drops one.
+    let (line, message) = panic_at_line!(x.broadcast_to(&[3]));
+    assert_names(
+        &message,
+        line,
+        &["tapegrad: broadcast_to:", "[2, 3]", "[3]"],
+    );
+}
+
+#[test]
+fn one_hot_of_a_label_not_below_classes_panics_naming_label_position_and_classes() {
+    let (line, message) = panic_at_line!(Tensor::one_hot(&[0, 2, 3], 3));
+    assert_names(
+        &message,
+        line,
+        &["tapegrad: one_hot:", "label 3", "position 2", "classes = 3"],
+    );
+}
+
+#[test]
+fn select_with_a_condition_that_does_not_broadcast_panics_naming_all_three_shapes() {
+    let tape = Tape::new();
+    let (a, b) = (
+        tape.var(matrix(2, 2)),
+        tape.var(Tensor::from(vec![1.0, 2.0])),
+    );
+    let cond = Tensor::from(vec![1.0, 0.0, 1.0]);
+    let (line, message) = panic_at_line!(tapegrad::select(&cond, a, b));
+    assert_names(
+        &message,
+        line,
+        &["tapegrad: select:", "[3]", "[2, 2]", "[2]"],
+    );
+    // With an f64 operand (a rank-0 constant).
+    let (line, message) = panic_at_line!(tapegrad::select(&cond, a, 0.0));
+    assert_names(
+        &message,
+        line,
+        &["tapegrad: select:", "[3]", "[2, 2]", "[]"],
+    );
+}
+
+#[test]
+fn max_and_min_axis_over_an_axis_of_length_zero_panic_naming_the_axis_and_shape() {
+    let tape = Tape::new();
+    let x = tape.var(Tensor::new(vec![], &[0, 3]).unwrap());
+    let calls = [
+        ("max_axis", panic_at_line!(x.max_axis(0))),
+        ("min_axis", panic_at_line!(x.min_axis(0))),
+    ];
+    for (op, (line, message)) in calls {
+        let head = format!("tapegrad: {op}:");
+        assert_names(&message, line, &[&head, "axis 0", "[0, 3]", "length 0"]);
+    }
+    // Along the other axis (of length 3) there are no lanes at all: an empty result.
+    assert_eq!(x.max_axis(1).value().shape(), &[0]);
+}
+
+/// The other reductions along an axis are defined over nothing, as in numpy: a sum of
+/// 0, a mean of NaN, a logsumexp of -inf.
+#[test]
+fn sums_means_and_logsumexps_over_an_axis_of_length_zero_are_numpys() {
+    let tape = Tape::new();
+    let x = tape.var(Tensor::new(vec![], &[0, 2]).unwrap());
+    assert_eq!(x.sum_axis(0).value().data(), &[0.0, 0.0]);
+    assert!(x.mean_axis(0).value().data().iter().all(|m| m.is_nan()));
+    let lse = x.logsumexp_axis(0).value();
+    assert_eq!(lse.data(), &[f64::NEG_INFINITY; 2]);
+}
+
 // ---- Tensor::new ---------------------------------------------------------------------
 
 #[test]
