@@ -134,8 +134,12 @@ fn small_batch(dot: Option<&str>) -> bool {
     let t = tape.constant(target.clone());
     let n = pred.len() as f64;
     let written_as_method = (1.0 - p * t).max(0.0).sum() / n;
-    let other = compare(written_as_method.backward().wrt(p), &want, Tolerance::default())
-        .with_kinks(&kinks);
+    let other = compare(
+        written_as_method.backward().wrt(p),
+        &want,
+        Tolerance::default(),
+    )
+    .with_kinks(&kinks);
     println!("(1.0 - p * t).max(0.0).sum() / N vs closed form: {other}");
     report.passed() && other.passed()
 }

@@ -267,8 +267,9 @@ impl<'t> Var<'t> {
 
 // ---- logsumexp_axis: ln(sum(exp(x))) along an axis, stable; gradient softmax ------------
 
-/// Per lane: the maximum `m` (or NaN), and `ln(sum(exp(x - m)))`.
-fn lane_logsumexp(lane: impl Iterator<Item = f64> + Clone) -> f64 {
+/// The lane's maximum `m` (NaN if it holds one; -inf for nothing) and
+/// `s = sum(exp(x - m))` (1 where `m` is not finite, so that `m + ln(s)` is `m`).
+fn lane_shift(lane: impl Iterator<Item = f64> + Clone) -> (f64, f64) {
     let m = lane.clone().fold(f64::NEG_INFINITY, |m, v| {
         if m.is_nan() || v.is_nan() {
             f64::NAN
@@ -277,10 +278,16 @@ fn lane_logsumexp(lane: impl Iterator<Item = f64> + Clone) -> f64 {
         }
     });
     if !m.is_finite() {
-        // All -inf (or nothing): -inf; a +inf or a NaN: itself.
-        return m;
+        return (m, 1.0);
     }
-    m + lane.map(|v| (v - m).exp()).sum::<f64>().ln()
+    (m, lane.map(|v| (v - m).exp()).sum::<f64>())
+}
+
+/// `ln(sum(exp(x)))` of a lane, stably: `m + ln(sum(exp(x - m)))`; all -inf (or nothing)
+/// gives -inf, a +inf or a NaN itself.
+fn lane_logsumexp(lane: impl Iterator<Item = f64> + Clone) -> f64 {
+    let (m, s) = lane_shift(lane);
+    m + s.ln()
 }
 
 struct LogSumExpAxis(usize);
@@ -407,9 +414,10 @@ impl Op for Softmax {
     }
     fn forward(&self, x: &[&Tensor]) -> Result<Tensor, String> {
         map_lanes(self.name(), x[0], self.0, |lane, out| {
-            let lse = lane_logsumexp(lane.iter().copied());
+            // exp(x - m) / sum(exp(x - m)): no overflow, one rounding for the division.
+            let (m, s) = lane_shift(lane.iter().copied());
             for (o, &v) in out.iter_mut().zip(lane) {
-                *o = (v - lse).exp();
+                *o = (v - m).exp() / s;
             }
         })
     }
@@ -435,9 +443,12 @@ impl Op for LogSoftmax {
     }
     fn forward(&self, x: &[&Tensor]) -> Result<Tensor, String> {
         map_lanes(self.name(), x[0], self.0, |lane, out| {
-            let lse = lane_logsumexp(lane.iter().copied());
+            // (x - m) - ln(s), not x - (m + ln(s)): m + ln(s) would round at m's scale
+            // (scores near 1000 lost about 100 ulps).
+            let (m, s) = lane_shift(lane.iter().copied());
+            let ln_s = s.ln();
             for (o, &v) in out.iter_mut().zip(lane) {
-                *o = v - lse;
+                *o = (v - m) - ln_s;
             }
         })
     }
