@@ -22,7 +22,7 @@
 //! kinks whose gradient is 0 are exactly 0 for any N. The tape's softmax (in
 //! `log_softmax`'s backward) is `exp(log_softmax(s))`, the closed form's `e / sum(e)`:
 //! different roundings, so cross-entropy is compared within a few roundings of the
-//! probabilities, scaled by `1/N` (and by `max |s|` for large scores: see
+//! probabilities, scaled by `1/N` (at large scores too: see
 //! `logistic_and_cross_entropy_are_finite_for_large_inputs`). Loss values equal numpy's
 //! exactly (both sum pairwise), within 2 ulp for logistic (`exp`, `ln_1p`).
 
