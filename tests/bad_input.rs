@@ -429,6 +429,14 @@ fn max_and_min_axis_over_an_axis_of_length_zero_panic_naming_the_axis_and_shape(
     }
     // Along the other axis (of length 3) there are no lanes at all: an empty result.
     assert_eq!(x.max_axis(1).value().shape(), &[0]);
+    // An axis of length 0 with no lanes either: numpy raises all the same.
+    let empty = tape.var(Tensor::new(vec![], &[0, 0]).unwrap());
+    let (line, message) = panic_at_line!(empty.max_axis(0));
+    assert_names(
+        &message,
+        line,
+        &["tapegrad: max_axis:", "axis 0", "[0, 0]", "length 0"],
+    );
 }
 
 /// The other reductions along an axis are defined over nothing, as in numpy: a sum of

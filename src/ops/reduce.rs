@@ -146,7 +146,7 @@ fn full_upstream(up: Tensor, out: &Tensor) -> Tensor {
 /// (`np.max`), else the extreme, a tie resolved as `np.maximum` does (the later element).
 fn extreme_forward<const MAX: bool>(op: &str, x: &Tensor, axis: usize) -> Result<Tensor, String> {
     let (outer, len, inner, out_shape) = around(op, x.shape(), axis)?;
-    if len == 0 && outer * inner > 0 {
+    if len == 0 {
         return Err(format!(
             "{op}: axis {axis} of shape {:?} has length 0; the {} of nothing is undefined \
              (numpy raises too)",
@@ -308,19 +308,21 @@ impl Op for LogSumExpAxis {
         Ok(Tensor::from_parts(data_from_vec(out), out_shape))
     }
     fn backward(&self, x: &[&Tensor], out: &Tensor, up: Tensor, _: &[bool]) -> InputGrads {
-        // d lse / d x_k = exp(x_k - lse): the softmax of the lane.
+        // d lse / d x_k = exp(x_k - m) / s: the softmax of the lane (as `softmax` takes
+        // it, so [1000, 1000] gives exactly 0.5 each).
         let shape = x[0].shape();
         let axis = self.0;
         let (outer, len, inner) = split_at(shape, axis);
         let up = full_upstream(up, out);
-        let (data, lse, up) = (x[0].data(), out.data(), up.data());
+        let (data, up) = (x[0].data(), up.data());
         let mut g = zeroed(x[0].len());
         for o in 0..outer {
             for i in 0..inner {
-                let (l, u) = (lse[o * inner + i], up[o * inner + i]);
+                let at = |k: usize| (o * len + k) * inner + i;
+                let (m, s) = lane_shift((0..len).map(|k| data[at(k)]));
+                let u = up[o * inner + i];
                 for k in 0..len {
-                    let at = (o * len + k) * inner + i;
-                    g[at] = chain(u, (data[at] - l).exp());
+                    g[at(k)] = chain(u, (data[at(k)] - m).exp() / s);
                 }
             }
         }

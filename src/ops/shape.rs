@@ -143,8 +143,8 @@ impl<'t> Var<'t> {
         let mut shape = self.shape();
         if axis > shape.len() {
             panic!(
-                "tapegrad: expand_dims: axis {axis} is out of range for shape {shape:?} (a new \
-                 axis goes at 0..={}) (at {})",
+                "tapegrad: expand_dims: axis {axis} is out of range for shape {shape:?} (rank \
+                 {0}: a new axis goes at 0..={0}) (at {1})",
                 shape.len(),
                 Location::caller()
             );
