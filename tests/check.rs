@@ -1,23 +1,11 @@
 //! `tapegrad::check`: reports that catch every wrong gradient and never cry wolf at a kink.
 
+mod common;
+
+use common::{identity_with_error, uniform};
 use tapegrad::check::{Tolerance, compare, directional, gradcheck, gradcheck_with};
 use tapegrad::losses::{hinge, hinge_grad_closed_form};
 use tapegrad::{Tape, Tensor, Var, max, min};
-
-/// splitmix64 in [lo, hi): deterministic inputs without a dependency.
-fn uniform(seed: u64, n: usize, lo: f64, hi: f64) -> Vec<f64> {
-    let mut s = seed;
-    (0..n)
-        .map(|_| {
-            s = s.wrapping_add(0x9e37_79b9_7f4a_7c15);
-            let mut z = s;
-            z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-            z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-            z ^= z >> 31;
-            lo + (hi - lo) * (z >> 11) as f64 / (1u64 << 53) as f64
-        })
-        .collect()
-}
 
 fn tensor(seed: u64, shape: &[usize], lo: f64, hi: f64) -> Tensor {
     let n = shape.iter().product();
@@ -422,22 +410,6 @@ fn directional_steps_each_element_in_proportion_to_its_size() {
 
 // ---- issue: a checker that never lies ------------------------------------------------
 
-/// `x` with a hand-written backward that scales element `at` of the upstream by
-/// `factor` (1 is the right gradient), so a graph built on it has a known wrong
-/// gradient in one element.
-fn scaled_identity<'t>(tape: &'t Tape, x: Var<'t>, at: usize, factor: f64) -> Var<'t> {
-    tape.custom(
-        "scaled_identity",
-        &[x],
-        |x| x[0].clone(),
-        move |_, _, up| {
-            let mut g = up.data().to_vec();
-            g[at] *= factor;
-            vec![Tensor::new(g, up.shape()).unwrap()]
-        },
-    )
-}
-
 /// `ln(x)` with a hand-written derivative `factor / x`.
 fn ln_times<'t>(tape: &'t Tape, x: Var<'t>, factor: f64) -> Var<'t> {
     tape.custom(
@@ -475,7 +447,7 @@ fn gradcheck_passes_the_seed_hinge_just_past_its_kink() {
 fn gradcheck_is_not_fooled_by_a_kink_two_thirds_of_a_step_away() {
     // x + 2e-4 max(0, x - 2h/3) at 0: the derivative is exactly 1.
     fn f<'t>(tape: &'t Tape, x: Var<'t>, factor: f64) -> Var<'t> {
-        let x = scaled_identity(tape, x, 0, factor);
+        let x = identity_with_error(tape, x, 0, factor);
         (x + max(0.0, x - 2.0 * OLD_H / 3.0) * 2e-4).sum()
     }
     let at = Tensor::from(vec![0.0]);
@@ -499,7 +471,7 @@ fn gradcheck_is_not_fooled_by_two_kinks_half_a_step_either_side() {
 #[test]
 fn gradcheck_fails_an_infinite_gradient() {
     let report = gradcheck(
-        |tape, x| (scaled_identity(tape, x, 1, f64::INFINITY) * 2.0).sum(),
+        |tape, x| (identity_with_error(tape, x, 1, f64::INFINITY) * 2.0).sum(),
         &Tensor::from(vec![0.5, 0.25]),
     );
     assert_eq!(report.failing(), 1, "{report}");
@@ -509,7 +481,7 @@ fn gradcheck_fails_an_infinite_gradient() {
 #[test]
 fn gradcheck_fails_a_nan_gradient() {
     let report = gradcheck(
-        |tape, x| (scaled_identity(tape, x, 0, f64::NAN) * 2.0).sum(),
+        |tape, x| (identity_with_error(tape, x, 0, f64::NAN) * 2.0).sum(),
         &Tensor::from(vec![0.5, 0.25]),
     );
     assert_eq!(report.failing(), 1, "{report}");
@@ -567,7 +539,7 @@ fn gradcheck_does_not_pass_where_f_is_not_finite() {
 fn gradcheck_reports_a_tolerance_widened_by_rounding_noise() {
     // f = x + 1e9: the differences carry rounding noise of about 1e9 eps / h.
     fn f<'t>(tape: &'t Tape, x: Var<'t>, factor: f64) -> Var<'t> {
-        (scaled_identity(tape, x, 0, factor) + 1e9).sum()
+        (identity_with_error(tape, x, 0, factor) + 1e9).sum()
     }
     let at = Tensor::from(vec![0.5]);
     let right = gradcheck(|tape, x| f(tape, x, 1.0), &at);
@@ -630,7 +602,7 @@ fn gradcheck_many_checks_every_input_and_names_the_wrong_one() {
     let b2 = tensor(25, &[1], -0.5, 0.5);
     let at = [x, w1, b1, w2, b2];
     fn net<'t>(tape: &'t Tape, v: &[Var<'t>], factor: f64) -> Var<'t> {
-        let w1 = scaled_identity(tape, v[1], 5, factor);
+        let w1 = identity_with_error(tape, v[1], 5, factor);
         let hidden = (v[0].matmul(w1) + v[2]).relu();
         let out = hidden.matmul(v[3]) + v[4];
         (out * out).sum()

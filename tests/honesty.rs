@@ -23,7 +23,7 @@
 
 mod common;
 
-use common::{Rng, fd_grad_with_step};
+use common::{Rng, fd_grad_with_step, identity_with_error};
 use tapegrad::check::gradcheck;
 use tapegrad::{Tape, Tensor, Var, max, min};
 
@@ -96,23 +96,6 @@ struct Graph {
     kinked: Vec<bool>,
     /// For `KinkNear`: the elements next to a kink, where the error is planted.
     near: Vec<bool>,
-}
-
-/// `x` with a hand-written backward that multiplies element `at` of the upstream by
-/// `factor` (1: the right gradient).
-fn identity_with_error<'t>(tape: &'t Tape, x: Var<'t>, at: usize, factor: f64) -> Var<'t> {
-    tape.custom(
-        "identity",
-        &[x],
-        |x| x[0].clone(),
-        move |_, _, up| {
-            let mut g = up.data().to_vec();
-            if let Some(u) = g.get_mut(at) {
-                *u *= factor;
-            }
-            vec![Tensor::new(g, up.shape()).unwrap()]
-        },
-    )
 }
 
 /// The graph's loss at `x`, with the error `factor` planted at element `at`.

@@ -88,3 +88,26 @@ pub fn assert_same(got: &[f64], want: &[f64], what: &str) {
         );
     }
 }
+
+/// `x` with a hand-written backward that multiplies element `at` of the upstream by
+/// `factor` (1: the right gradient): a graph built on it has a known wrong gradient in
+/// one element, for testing the checker.
+pub fn identity_with_error<'t>(
+    tape: &'t tapegrad::Tape,
+    x: tapegrad::Var<'t>,
+    at: usize,
+    factor: f64,
+) -> tapegrad::Var<'t> {
+    tape.custom(
+        "identity_with_error",
+        &[x],
+        |x| x[0].clone(),
+        move |_, _, up| {
+            let mut g = up.data().to_vec();
+            if let Some(u) = g.get_mut(at) {
+                *u *= factor;
+            }
+            vec![tapegrad::Tensor::new(g, up.shape()).unwrap()]
+        },
+    )
+}
