@@ -3,41 +3,13 @@
 //! `file:line:col` in its message; fallible constructors return an `Err` that says what
 //! is wrong; empty tensors behave like numpy's.
 
+#[macro_use]
 mod common;
 
 use common::ops::{Arg, Form, OPS};
-use common::{assert_mentions, panic_message};
+use common::{assert_mentions, assert_names, panic_message};
 use tapegrad::losses::hinge;
 use tapegrad::{Tape, Tensor};
-
-/// `(line, message)`: the line of the call (this macro's line) and the message of the
-/// panic that evaluating `$e` raises.
-macro_rules! panic_at_line {
-    ($e:expr) => {
-        (
-            line!(),
-            panic_message(|| {
-                let _ = $e;
-            }),
-        )
-    };
-}
-
-/// Assert `message` contains every one of `parts` and `file:line:` of this file.
-#[track_caller]
-fn assert_names(message: &str, line: u32, parts: &[&str]) {
-    for part in parts {
-        assert!(
-            message.contains(part),
-            "message does not contain {part:?}: {message}"
-        );
-    }
-    let at = format!("{}:{}:", file!(), line);
-    assert!(
-        message.contains(&at),
-        "message does not name the caller's line {at:?}: {message}"
-    );
-}
 
 fn matrix(rows: usize, cols: usize) -> Tensor {
     Tensor::new((0..rows * cols).map(|i| i as f64).collect(), &[rows, cols]).unwrap()

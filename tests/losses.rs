@@ -26,9 +26,10 @@
 //! `logistic_and_cross_entropy_are_finite_for_large_inputs`). Loss values equal numpy's
 //! exactly (both sum pairwise), within 2 ulp for logistic (`exp`, `ln_1p`).
 
+#[macro_use]
 mod common;
 
-use common::{Rng, panic_message};
+use common::{Rng, assert_names, panic_message};
 use tapegrad::check::{GradCheck, gradcheck, gradcheck_many};
 use tapegrad::losses::*;
 use tapegrad::{Tape, Tensor, Var};
@@ -824,32 +825,6 @@ fn tape_values_equal_numpy_exactly_but_where_exp_or_ln_rounds() {
 }
 
 // ---- bad input ----------------------------------------------------------------------------
-
-/// `(line, message)`: the line of the call (this macro's line) and the message of the
-/// panic that evaluating `$e` raises.
-macro_rules! panic_at_line {
-    ($e:expr) => {
-        (
-            line!(),
-            panic_message(|| {
-                let _ = $e;
-            }),
-        )
-    };
-}
-
-/// Assert `message` names every one of `parts` and this file's `line`.
-#[track_caller]
-fn assert_names(message: &str, line: u32, parts: &[&str]) {
-    for part in parts {
-        assert!(message.contains(part), "no {part:?} in: {message}");
-    }
-    let at = format!("{}:{}:", file!(), line);
-    assert!(
-        message.contains(&at),
-        "no caller's line {at:?} in: {message}"
-    );
-}
 
 // Called directly, not through `PRED_TARGET`'s fn pointers: a call through a pointer
 // reports the callee's own line, not the caller's (a limit of `#[track_caller]`).

@@ -3,7 +3,7 @@
 //! Cargo builds every `tests/*.rs` as a crate of its own; a file that needs these says
 //! `mod common;`. Not every file uses every helper, hence the `allow(dead_code)`.
 
-#![allow(dead_code)]
+#![allow(dead_code, unused_macros)]
 
 pub mod fd;
 pub mod ops;
@@ -110,4 +110,43 @@ pub fn identity_with_error<'t>(
             vec![tapegrad::Tensor::new(g, up.shape()).unwrap()]
         },
     )
+}
+
+/// Where a call was written: the file and line `panic_at_line!` saw.
+#[derive(Debug, Clone, Copy)]
+pub struct Caller {
+    pub file: &'static str,
+    pub line: u32,
+}
+
+/// `(caller, message)`: where `$e` is written and the message of the panic it raises
+/// (for files that say `#[macro_use] mod common;`).
+macro_rules! panic_at_line {
+    ($e:expr) => {
+        (
+            $crate::common::Caller {
+                file: file!(),
+                line: line!(),
+            },
+            $crate::common::panic_message(|| {
+                let _ = $e;
+            }),
+        )
+    };
+}
+
+/// Assert `message` names every one of `parts` and the caller's `file:line:`.
+#[track_caller]
+pub fn assert_names(message: &str, at: Caller, parts: &[&str]) {
+    for part in parts {
+        assert!(
+            message.contains(part),
+            "message does not contain {part:?}: {message}"
+        );
+    }
+    let at = format!("{}:{}:", at.file, at.line);
+    assert!(
+        message.contains(&at),
+        "message does not name the caller's line {at:?}: {message}"
+    );
 }
