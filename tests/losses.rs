@@ -29,7 +29,7 @@
 #[macro_use]
 mod common;
 
-use common::{Rng, assert_names, panic_message};
+use common::{Rng, assert_names};
 use tapegrad::check::{GradCheck, gradcheck, gradcheck_many};
 use tapegrad::losses::*;
 use tapegrad::{Tape, Tensor, Var};
