@@ -180,9 +180,12 @@ impl Tape {
         let value = match scalar_operands(&nodes, &inputs).and_then(|x| op.forward_scalar(x)) {
             Some(value) => Tensor::scalar(value),
             None => {
-                let values: SmallVec<[&Tensor; 2]> =
-                    inputs.iter().map(|&j| &nodes[j].value).collect();
-                match op.forward(&values) {
+                let forward = match *inputs {
+                    [a] => op.forward(&[&nodes[a].value]),
+                    [a, b] => op.forward(&[&nodes[a].value, &nodes[b].value]),
+                    _ => op.forward(&inputs.iter().map(|&j| &nodes[j].value).collect::<Vec<_>>()),
+                };
+                match forward {
                     Ok(value) => value,
                     Err(message) => panic!("tapegrad: {message} (at {})", Location::caller()),
                 }
@@ -453,9 +456,25 @@ impl<'t> Var<'t> {
             let Some(upstream) = upstream.into_tensor() else {
                 continue;
             };
-            let values: SmallVec<[&Tensor; 2]> = inputs.iter().map(|&j| &nodes[j].value).collect();
-            let tracked: SmallVec<[bool; 2]> = inputs.iter().map(|&j| nodes[j].tracked).collect();
-            let local = op.backward(&values, &node.value, upstream, &tracked);
+            let local = match *inputs {
+                // The common arities without collecting into SmallVecs.
+                [a] => op.backward(
+                    &[&nodes[a].value],
+                    &node.value,
+                    upstream,
+                    &[nodes[a].tracked],
+                ),
+                [a, b] => {
+                    let (a, b) = (&nodes[a], &nodes[b]);
+                    let values = [&a.value, &b.value];
+                    op.backward(&values, &node.value, upstream, &[a.tracked, b.tracked])
+                }
+                _ => {
+                    let values: Vec<&Tensor> = inputs.iter().map(|&j| &nodes[j].value).collect();
+                    let tracked: Vec<bool> = inputs.iter().map(|&j| nodes[j].tracked).collect();
+                    op.backward(&values, &node.value, upstream, &tracked)
+                }
+            };
             for (&j, g) in inputs.iter().zip(local) {
                 if let Some(g) = g {
                     slots[j].add(g);
