@@ -1,11 +1,13 @@
 //! `Tensor`: an n-d array of f64, row-major, with numpy broadcasting.
 //!
-//! Two routines carry all the broadcasting of the crate: [`zip_broadcast`] (every
-//! elementwise op's forward and backward on tensors goes through it, or through
-//! [`zip_into`], which only adds an in-place write and falls back to it) and [`sum_to`]
-//! (every backward that has to undo a broadcast goes through it). Rank-0 operands need
-//! neither: the tape applies the op's rule to plain numbers. Broadcasting bugs hide in
-//! copies, so there are no copies.
+//! The broadcasting of the crate lives here, once: [`broadcast_shapes`] decides the
+//! shape, [`zip_broadcast`] evaluates a function of two operands over it (the
+//! elementwise forward of a true broadcast, and [`Tensor::broadcast_to`]; operands that
+//! are one number or already of the output's shape take the per-element loops of
+//! `ops/mod.rs` instead), [`zip_into`] is the same with an in-place write (gradient
+//! accumulation), and [`sum_to`] undoes a broadcast in every backward. Rank-0 operands
+//! need none of it: the tape applies the op's rule to plain numbers. Also here: numpy's
+//! pairwise sum and the per-thread buffer pool.
 
 use smallvec::SmallVec;
 use std::cell::RefCell;
