@@ -638,3 +638,53 @@ fn gradcheck_reveals_where_two_kinks_cancel_and_the_local_rules_do_not() {
     assert_eq!(report.worst_index(), Some(0), "{report}");
     assert_eq!(report.kinks(), 0, "{report}");
 }
+
+/// `f` with a hand-written backward that claims `claim` for every element.
+fn claiming<'t>(
+    tape: &'t Tape,
+    x: Var<'t>,
+    f: impl Fn(f64) -> f64 + 'static,
+    claim: f64,
+) -> Var<'t> {
+    tape.custom(
+        "claiming",
+        &[x],
+        move |x| Tensor::new(x[0].data().iter().map(|&v| f(v)).collect(), x[0].shape()).unwrap(),
+        move |x, _, up| {
+            let g = up.data().iter().map(|u| u * claim).collect();
+            vec![Tensor::new(g, x[0].shape()).unwrap()]
+        },
+    )
+    .sum()
+}
+
+#[test]
+fn at_a_kink_only_the_slopes_of_the_smallest_step_count_not_a_second_kink_nearby() {
+    // |x| + |x - 1e-6| at 0: one-sided slopes -2 and 0; the second kink is far from the
+    // smallest step but inside the first ones.
+    let f = |v: f64| v.abs() + (v - 1e-6).abs();
+    let at = Tensor::from(vec![0.0]);
+    for claim in [-2.0, -1.0, 0.0] {
+        let report = gradcheck(|tape, x| claiming(tape, x, f, claim), &at);
+        assert!(report.passed() && report.kinks() == 1, "{claim}: {report}");
+    }
+    for claim in [1.0, 0.5, -2.5] {
+        let report = gradcheck(|tape, x| claiming(tape, x, f, claim), &at);
+        assert!(!report.passed(), "{claim}: {report}");
+    }
+}
+
+#[test]
+fn at_a_kink_curvature_of_the_large_steps_does_not_widen_the_interval() {
+    // relu(x) + 1e5 x^2 at 0: subgradients [0, 1].
+    let f = |v: f64| v.max(0.0) + 1e5 * v * v;
+    let at = Tensor::from(vec![0.0]);
+    for claim in [0.0, 0.5, 1.0] {
+        let report = gradcheck(|tape, x| claiming(tape, x, f, claim), &at);
+        assert!(report.passed(), "{claim}: {report}");
+    }
+    for claim in [1.3, -0.3, 1.01] {
+        let report = gradcheck(|tape, x| claiming(tape, x, f, claim), &at);
+        assert!(!report.passed(), "{claim}: {report}");
+    }
+}
