@@ -1065,3 +1065,34 @@ fn a_sweep_that_panicked_leaves_nothing_behind_for_the_next() {
     let g = a.sum().backward();
     assert_eq!(g.wrt(x).data(), &[3.0, 3.0]);
 }
+
+/// logsumexp near 0 keeps its relative precision (as scipy's): ln(1 + e^-30) is
+/// 9.357622968839737e-14, and softplus(-30) agrees with it.
+#[test]
+fn logsumexp_axis_near_zero_keeps_its_relative_precision() {
+    let tape = Tape::new();
+    let x = tape.var(Tensor::from(vec![0.0, -30.0]));
+    let lse = x.logsumexp_axis(0).value().item();
+    let want = 9.357622968839737e-14; // scipy.special.logsumexp([0, -30])
+    assert!((lse - want).abs() <= 4.0 * f64::EPSILON * want, "{lse:e}");
+    let softplus = tape.var(Tensor::scalar(-30.0)).softplus().value().item();
+    assert!(
+        (lse - softplus).abs() <= 4.0 * f64::EPSILON * want,
+        "{lse:e} vs {softplus:e}"
+    );
+}
+
+/// A lane holding +inf or NaN (or only -inf) is NaN under softmax and log_softmax, as
+/// scipy's and JAX's; other lanes are untouched.
+#[test]
+fn softmax_of_a_lane_with_inf_or_nan_is_nan() {
+    let tape = Tape::new();
+    let inf = f64::INFINITY;
+    let x = tape
+        .var(Tensor::new(vec![inf, 1.0, f64::NAN, 0.0, -inf, -inf, 0.0, 0.0], &[4, 2]).unwrap());
+    for y in [x.softmax(1), x.log_softmax(1)] {
+        let v = y.value();
+        assert!(v.data()[..6].iter().all(|v| v.is_nan()), "{v:?}");
+        assert!(v.data()[6..].iter().all(|v| !v.is_nan()), "{v:?}");
+    }
+}

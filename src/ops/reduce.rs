@@ -267,27 +267,54 @@ impl<'t> Var<'t> {
 
 // ---- logsumexp_axis: ln(sum(exp(x))) along an axis, stable; gradient softmax ------------
 
-/// The lane's maximum `m` (NaN if it holds one; -inf for nothing) and
-/// `s = sum(exp(x - m))` (1 where `m` is not finite, so that `m + ln(s)` is `m`).
-fn lane_shift(lane: impl Iterator<Item = f64> + Clone) -> (f64, f64) {
-    let m = lane.clone().fold(f64::NEG_INFINITY, |m, v| {
-        if m.is_nan() || v.is_nan() {
-            f64::NAN
-        } else {
-            m.max(v)
+/// A lane seen from its maximum: `m` (NaN if the lane holds one; -inf for nothing),
+/// `s = sum(exp(x - m))` and `ln(s)`. Where `m` is not finite, `s` is NaN and `ln(s)` is
+/// 0 (so that `m + ln(s)` is `m`).
+struct Shifted {
+    m: f64,
+    s: f64,
+    ln_s: f64,
+}
+
+impl Shifted {
+    fn of(lane: impl Iterator<Item = f64> + Clone) -> Shifted {
+        let m = lane.clone().fold(f64::NEG_INFINITY, |m, v| {
+            if m.is_nan() || v.is_nan() {
+                f64::NAN
+            } else {
+                m.max(v)
+            }
+        });
+        if !m.is_finite() {
+            return Shifted {
+                m,
+                s: f64::NAN,
+                ln_s: 0.0,
+            };
         }
-    });
-    if !m.is_finite() {
-        return (m, 1.0);
+        // The maxima contribute exactly 1 each; the rest sums below them, so that ln(s)
+        // = ln(c) + ln_1p(rest / c) keeps its relative precision when s is near 1 (as
+        // scipy's logsumexp: ln(1 + e^-30) is 9.4e-14, not the 9.35e-14 of ln(s)).
+        let (c, rest) = lane.fold((0.0, 0.0), |(c, rest), v| {
+            if v == m {
+                (c + 1.0, rest)
+            } else {
+                (c, rest + (v - m).exp())
+            }
+        });
+        Shifted {
+            m,
+            s: c + rest,
+            ln_s: f64::ln(c) + (rest / c).ln_1p(),
+        }
     }
-    (m, lane.map(|v| (v - m).exp()).sum::<f64>())
 }
 
 /// `ln(sum(exp(x)))` of a lane, stably: `m + ln(sum(exp(x - m)))`; all -inf (or nothing)
 /// gives -inf, a +inf or a NaN itself.
 fn lane_logsumexp(lane: impl Iterator<Item = f64> + Clone) -> f64 {
-    let (m, s) = lane_shift(lane);
-    m + s.ln()
+    let lane = Shifted::of(lane);
+    lane.m + lane.ln_s
 }
 
 struct LogSumExpAxis(usize);
@@ -319,7 +346,7 @@ impl Op for LogSumExpAxis {
         for o in 0..outer {
             for i in 0..inner {
                 let at = |k: usize| (o * len + k) * inner + i;
-                let (m, s) = lane_shift((0..len).map(|k| data[at(k)]));
+                let Shifted { m, s, .. } = Shifted::of((0..len).map(|k| data[at(k)]));
                 let u = up[o * inner + i];
                 for k in 0..len {
                     g[at(k)] = chain(u, (data[at(k)] - m).exp() / s);
@@ -416,8 +443,9 @@ impl Op for Softmax {
     }
     fn forward(&self, x: &[&Tensor]) -> Result<Tensor, String> {
         map_lanes(self.name(), x[0], self.0, |lane, out| {
-            // exp(x - m) / sum(exp(x - m)): no overflow, one rounding for the division.
-            let (m, s) = lane_shift(lane.iter().copied());
+            // exp(x - m) / sum(exp(x - m)): no overflow, one rounding for the division;
+            // a lane with a +inf or a NaN (or all -inf) is NaN, as scipy's and JAX's.
+            let Shifted { m, s, .. } = Shifted::of(lane.iter().copied());
             for (o, &v) in out.iter_mut().zip(lane) {
                 *o = (v - m).exp() / s;
             }
@@ -447,10 +475,14 @@ impl Op for LogSoftmax {
         map_lanes(self.name(), x[0], self.0, |lane, out| {
             // (x - m) - ln(s), not x - (m + ln(s)): m + ln(s) would round at m's scale
             // (scores near 1000 lost about 100 ulps).
-            let (m, s) = lane_shift(lane.iter().copied());
-            let ln_s = s.ln();
+            let Shifted { m, ln_s, .. } = Shifted::of(lane.iter().copied());
             for (o, &v) in out.iter_mut().zip(lane) {
-                *o = (v - m) - ln_s;
+                // A lane with a +inf or a NaN (or all -inf) is NaN, as scipy's and JAX's.
+                *o = if m.is_finite() {
+                    (v - m) - ln_s
+                } else {
+                    f64::NAN
+                };
             }
         })
     }
