@@ -208,7 +208,7 @@ impl Tensor {
     pub fn new(data: Vec<f64>, shape: &[usize]) -> Result<Tensor, Error> {
         let Some(want) = numel(shape) else {
             return Err(Error::new(format!(
-                "Tensor::new: shape {shape:?} has more elements than fit in usize"
+                "Tensor::new: shape {shape:?} has more elements than fit in memory"
             )));
         };
         if data.len() != want {
@@ -233,12 +233,13 @@ impl Tensor {
     /// A tensor of the given shape with every element equal to `value`.
     ///
     /// # Panics
-    /// If the shape has more elements than fit in `usize` (the message names it).
+    /// If the shape has more elements than one allocation can hold (the message names
+    /// it).
     #[track_caller]
     pub fn full(shape: &[usize], value: f64) -> Tensor {
         let Some(n) = numel(shape) else {
             panic!(
-                "tapegrad: Tensor::full: shape {shape:?} has more elements than fit in usize \
+                "tapegrad: Tensor::full: shape {shape:?} has more elements than fit in memory \
                  (at {})",
                 std::panic::Location::caller()
             )
@@ -250,7 +251,8 @@ impl Tensor {
     /// Zeros of the given shape.
     ///
     /// # Panics
-    /// If the shape has more elements than fit in `usize` (the message names it).
+    /// If the shape has more elements than one allocation can hold (the message names
+    /// it).
     #[track_caller]
     pub fn zeros(shape: &[usize]) -> Tensor {
         Tensor::full(shape, 0.0)
@@ -307,7 +309,7 @@ impl Tensor {
         let Some(want) = numel(shape) else {
             return Err(Error::new(format!(
                 "reshape: cannot reshape {:?} ({} elements) to {shape:?}, which has more \
-                 elements than fit in usize",
+                 elements than fit in memory",
                 self.shape,
                 self.len(),
             )));
@@ -430,13 +432,17 @@ pub(crate) fn data_from_vec(v: Vec<f64>) -> Data {
     }
 }
 
-/// The number of elements of `shape`, or `None` if it does not fit in `usize` (a shape
-/// with a 0 has none, whatever its other dimensions).
+/// The most `f64`s one allocation can hold (`isize::MAX` bytes).
+const MAX_ELEMENTS: usize = isize::MAX as usize / std::mem::size_of::<f64>();
+
+/// The number of elements of `shape`, or `None` if more than one allocation can hold
+/// (`isize::MAX` bytes; a shape with a 0 has none, whatever its other dimensions).
 pub(crate) fn numel(shape: &[usize]) -> Option<usize> {
     if shape.contains(&0) {
         return Some(0);
     }
-    shape.iter().try_fold(1usize, |n, &d| n.checked_mul(d))
+    let n = shape.iter().try_fold(1usize, |n, &d| n.checked_mul(d))?;
+    (n <= MAX_ELEMENTS).then_some(n)
 }
 
 /// The number of elements of a shape that an op already checked with [`numel`] (so

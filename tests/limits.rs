@@ -18,7 +18,7 @@ fn zeros_of_a_shape_that_overflows_panics_naming_the_shape_and_line() {
     assert!(message.contains(&format!("limits.rs:{line}")), "{message}");
     let message = panic_message(|| drop(Tensor::full(&[HUGE, HUGE, 2], 1.0)));
     assert!(
-        message.contains("more elements than fit in usize"),
+        message.contains("more elements than fit in memory"),
         "{message}"
     );
 }
@@ -35,7 +35,7 @@ fn reshape_to_a_shape_that_overflows_is_an_error() {
     let t = Tensor::from(vec![1.0, 2.0]);
     let err = t.reshape(&[HUGE, HUGE]).expect_err("must not reshape");
     assert!(
-        err.to_string().contains("more elements than fit in usize"),
+        err.to_string().contains("more elements than fit in memory"),
         "{err}"
     );
     assert!(Tensor::new(vec![], &[HUGE, HUGE, HUGE]).is_err());
@@ -152,4 +152,55 @@ fn tensors_and_gradients_may_cross_threads() {
             format!("{{0: Tensor(shape=[2], data=[{0}, {0}])}}", k + 1)
         );
     }
+}
+
+#[test]
+fn ops_on_empty_tensors_with_huge_dimensions_finish_at_once() {
+    // No elements, but loops over the huge dimension would take forever.
+    let tape = Tape::new();
+    let wide = tape.var(Tensor::zeros(&[usize::MAX, 3, 0]));
+    let flat = tape.var(Tensor::zeros(&[usize::MAX, 0]));
+    let none = tape.var(Tensor::zeros(&[0, 0]));
+    let results = [
+        (flat.index_select(1, &[]), vec![usize::MAX, 0]),
+        (wide.max_axis(1), vec![usize::MAX, 0]),
+        (wide.min_axis(1), vec![usize::MAX, 0]),
+        (wide.logsumexp_axis(1), vec![usize::MAX, 0]),
+        (wide.sum_axis(1), vec![usize::MAX, 0]),
+        (wide.softmax(1), vec![usize::MAX, 3, 0]),
+        (wide.log_softmax(1), vec![usize::MAX, 3, 0]),
+        (flat.matmul(none), vec![usize::MAX, 0]),
+    ];
+    for (y, shape) in results {
+        assert_eq!(y.value().shape(), &shape[..]);
+        let grads = y.sum().backward();
+        assert_eq!(grads.wrt(wide).shape(), &[usize::MAX, 3, 0]);
+        assert_eq!(grads.wrt(flat).shape(), &[usize::MAX, 0]);
+    }
+    // A sum over an axis of length 0: lanes of nothing.
+    let lanes = tape.var(Tensor::zeros(&[2, 0]));
+    assert_eq!(
+        lanes.logsumexp_axis(1).value().data(),
+        &[f64::NEG_INFINITY; 2]
+    );
+    assert_eq!(lanes.sum_axis(1).value().data(), &[0.0; 2]);
+}
+
+#[test]
+fn shapes_whose_bytes_overflow_are_refused_with_a_message() {
+    // Fits in usize as a count of elements, but not as bytes.
+    let message = common::panic_message(|| drop(Tensor::zeros(&[1 << 61])));
+    assert!(message.starts_with("tapegrad: Tensor::full"), "{message}");
+    assert!(
+        message.contains("more elements than fit in memory"),
+        "{message}"
+    );
+    let message = common::panic_message(|| drop(Tensor::one_hot(&[0], 1 << 62)));
+    assert!(message.starts_with("tapegrad: one_hot"), "{message}");
+    let tape = Tape::new();
+    let x = tape.var(Tensor::zeros(&[1, 1]));
+    let message = common::panic_message(|| {
+        x.broadcast_to(&[1 << 31, 1 << 31]);
+    });
+    assert!(message.starts_with("tapegrad: broadcast_to"), "{message}");
 }

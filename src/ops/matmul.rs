@@ -23,6 +23,10 @@ impl Op for MatMul {
         }
         let (m, k, n) = (a.shape()[0], a.shape()[1], b.shape()[1]);
         fits("matmul", &[m, n])?;
+        if m == 0 || n == 0 || k == 0 {
+            // No products (sums over nothing are +0.0), and no loop over empty rows.
+            return Ok(Tensor::zeros(&[m, n]));
+        }
         let mut out = zeroed(m * n);
         for i in 0..m {
             let row = &mut out[i * n..(i + 1) * n];
@@ -38,6 +42,11 @@ impl Op for MatMul {
         let (a, b) = (x[0], x[1]);
         let up = up.broadcast_to(out.shape());
         let (m, k, n) = (a.shape()[0], a.shape()[1], b.shape()[1]);
+        if m == 0 || n == 0 || k == 0 {
+            // Each gradient is a sum over nothing (+0.0) or has no elements.
+            let zeros = |t: bool, s: &[usize]| t.then(|| Tensor::zeros(s));
+            return smallvec![zeros(tracked[0], &[m, k]), zeros(tracked[1], &[k, n])];
+        }
         let (u, ad, bd) = (up.data(), a.data(), b.data());
         let ga = tracked[0].then(|| {
             // ga[i, p] = sum_j up[i, j] * b[p, j]

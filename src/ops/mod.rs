@@ -145,12 +145,12 @@ impl<R: PerElement> Op for Elementwise<R> {
     }
 }
 
-/// `Ok` if an op's result shape has an element count that fits in `usize`.
+/// `Ok` if an op's result shape has an element count one allocation can hold.
 pub(crate) fn fits(op: &str, shape: &[usize]) -> Result<(), String> {
     match numel(shape) {
         Some(_) => Ok(()),
         None => Err(format!(
-            "{op}: the result would have shape {shape:?}, more elements than fit in usize"
+            "{op}: the result would have shape {shape:?}, more elements than fit in memory"
         )),
     }
 }

@@ -109,7 +109,7 @@ impl<'t> Var<'t> {
 
 /// `shape` as `[outer, len, inner]` around `axis`, and `shape` without the axis; an
 /// error naming `op`, the axis and the rank if the axis is out of range, or if the
-/// result has more elements than fit in `usize`.
+/// result has more elements than one allocation can hold.
 fn around(op: &str, shape: &[usize], axis: usize) -> Result<(usize, usize, usize, Shape), String> {
     if axis >= shape.len() {
         return Err(format!(
@@ -154,6 +154,9 @@ fn extreme_forward<const MAX: bool>(op: &str, x: &Tensor, axis: usize) -> Result
             if MAX { "maximum" } else { "minimum" }
         ));
     }
+    if x.is_empty() {
+        return Ok(Tensor::zeros(&out_shape)); // no lanes (and no loop over them)
+    }
     let data = x.data();
     let mut out = zeroed(outer * inner);
     for o in 0..outer {
@@ -174,6 +177,9 @@ fn extreme_forward<const MAX: bool>(op: &str, x: &Tensor, axis: usize) -> Result
 /// extreme (the NaN elements where it is NaN); exactly 0 elsewhere.
 fn extreme_backward(x: &Tensor, out: &Tensor, up: Tensor, axis: usize) -> InputGrads {
     let shape = x.shape();
+    if x.is_empty() {
+        return smallvec![Some(Tensor::zeros(shape))];
+    }
     let (outer, len, inner) = split_at(shape, axis);
     let up = full_upstream(up, out);
     let (data, best, up) = (x.data(), out.data(), up.data());
@@ -324,6 +330,10 @@ impl Op for LogSumExpAxis {
     }
     fn forward(&self, x: &[&Tensor]) -> Result<Tensor, String> {
         let (outer, len, inner, out_shape) = around(self.name(), x[0].shape(), self.0)?;
+        if x[0].is_empty() {
+            // Sums over nothing: ln(0) = -inf (or no lanes at all).
+            return Ok(Tensor::full(&out_shape, f64::NEG_INFINITY));
+        }
         let data = x[0].data();
         let mut out = zeroed(outer * inner);
         for o in 0..outer {
@@ -338,6 +348,9 @@ impl Op for LogSumExpAxis {
         // d lse / d x_k = exp(x_k - m) / s: the softmax of the lane (as `softmax` takes
         // it, so [1000, 1000] gives exactly 0.5 each).
         let shape = x[0].shape();
+        if x[0].is_empty() {
+            return smallvec![Some(Tensor::zeros(shape))];
+        }
         let axis = self.0;
         let (outer, len, inner) = split_at(shape, axis);
         let up = full_upstream(up, out);
@@ -384,6 +397,9 @@ fn map_lanes(
     mut f: impl FnMut(&[f64], &mut [f64]),
 ) -> Result<Tensor, String> {
     let (outer, len, inner, _) = around(op, x.shape(), axis)?;
+    if x.is_empty() {
+        return Ok(x.clone());
+    }
     let data = x.data();
     let mut out = zeroed(x.len());
     let (mut lane, mut result) = (vec![0.0; len], vec![0.0; len]);
@@ -413,6 +429,9 @@ fn grad_lanes(
     axis: usize,
     mut g: impl FnMut(&[f64], &[f64], &mut [f64]),
 ) -> InputGrads {
+    if x.is_empty() {
+        return smallvec![Some(Tensor::zeros(x.shape()))];
+    }
     let up = full_upstream(up, out);
     let (shape, o_data, u_data) = (x.shape(), out.data(), up.data());
     let (outer, len, inner) = split_at(shape, axis);

@@ -187,6 +187,9 @@ impl Op for IndexSelect {
         let mut out_shape = Shape::from_slice(shape);
         out_shape[axis] = self.indices.len();
         fits(self.name(), &out_shape)?;
+        if numel(&out_shape) == Some(0) {
+            return Ok(Tensor::zeros(&out_shape)); // no slices (and no loop over them)
+        }
         let (outer, len, inner) = split_at(shape, axis);
         let data = x[0].data();
         let mut out = Vec::with_capacity(numel(&out_shape).unwrap_or(0));
@@ -199,6 +202,9 @@ impl Op for IndexSelect {
         Ok(Tensor::from_parts(data_from_vec(out), out_shape))
     }
     fn backward(&self, x: &[&Tensor], out: &Tensor, up: Tensor, _: &[bool]) -> InputGrads {
+        if x[0].is_empty() || out.is_empty() {
+            return smallvec![Some(Tensor::zeros(x[0].shape()))];
+        }
         let up = up.broadcast_to(out.shape());
         let (outer, len, inner) = split_at(x[0].shape(), self.axis);
         let m = self.indices.len();
@@ -349,10 +355,10 @@ impl Tensor {
                 Location::caller()
             );
         }
-        let Some(n) = labels.len().checked_mul(classes) else {
+        let Some(n) = numel(&[labels.len(), classes]) else {
             panic!(
                 "tapegrad: one_hot: {} labels x {classes} classes is more elements than fit \
-                 in usize (at {})",
+                 in memory (at {})",
                 labels.len(),
                 Location::caller()
             );
