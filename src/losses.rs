@@ -27,19 +27,12 @@ use std::panic::Location;
 /// gradient there is 0, exactly as [`hinge_grad_closed_form`].
 ///
 /// # Panics
-/// If `pred` is empty (the mean of nothing is not a loss), or the shapes do not
-/// broadcast.
+/// If `pred` is empty (the mean of nothing is not a loss), or `target` does not
+/// broadcast to `pred`'s shape (the mean is over `pred`'s elements).
 #[track_caller]
 pub fn hinge<'t>(pred: Var<'t>, target: Var<'t>) -> Var<'t> {
+    batch("hinge", pred, target);
     let n = pred.value().len();
-    if n == 0 {
-        panic!(
-            "tapegrad: hinge: empty batch (pred has shape {:?}); the mean over no elements \
-             would be NaN (at {})",
-            pred.shape(),
-            Location::caller()
-        );
-    }
     max(0.0, 1.0 - pred * target).sum() / n as f64
 }
 

@@ -914,6 +914,13 @@ fn a_target_that_does_not_broadcast_to_pred_panics_at_the_callers_line() {
         line,
         &["mse", "[4]", "does not broadcast to pred's shape [1]"],
     );
+    // The seed's hinge too: it would sum 4 terms and divide by 1.
+    let (line, message) = panic_at_line!(hinge(p, t));
+    assert_names(
+        &message,
+        line,
+        &["hinge", "[4]", "does not broadcast to pred's shape [1]"],
+    );
     let p = tape.var(Tensor::zeros(&[3]));
     let losses = [
         panic_at_line!(squared_hinge(p, t)),

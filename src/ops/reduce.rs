@@ -143,7 +143,9 @@ fn full_upstream(up: Tensor, out: &Tensor) -> Tensor {
 // ---- max_axis and min_axis: NaN propagates; ties share the gradient evenly --------------
 
 /// The maximum (`MAX`) or minimum of each lane along `axis`: NaN if the lane holds one
-/// (`np.max`), else the extreme, a tie resolved as `np.maximum` does (the later element).
+/// (`np.max`), else the extreme. Folded in order as `np.maximum` (the later of two tied
+/// elements), so between +0.0 and -0.0 it returns the later one; numpy's vectorized
+/// `np.max` can return either zero on longer lanes, so only the sign of a zero may differ.
 fn extreme_forward<const MAX: bool>(op: &str, x: &Tensor, axis: usize) -> Result<Tensor, String> {
     let (outer, len, inner, out_shape) = around(op, x.shape(), axis)?;
     if len == 0 {
