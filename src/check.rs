@@ -31,6 +31,10 @@
 //! or no step gives a finite stencil, the element **cannot be checked**
 //! ([`GradCheck::unchecked`]) and the check does not pass.
 //!
+//! The tape's gradient is taken with a seed (upstream) of 2 and halved, which is exact:
+//! a custom op whose hand-written backward ignores its upstream (the most common slip)
+//! then fails even when it is the last op of `f`.
+//!
 //! The tolerance is `abs + rel * |finite difference|` ([`Tolerance::finite_differences`]:
 //! 1e-8 and 1e-5), widened by the rounding noise of the differences, `8 eps max|f| / h`.
 //! Where that noise is larger than the nominal tolerance (`f` much larger than its
@@ -785,8 +789,14 @@ fn value_and_grads(
     let x: Vec<Var> = at.iter().map(|a| tape.var(a.clone())).collect();
     let y = f(&tape, &x);
     let value = one_element(y);
-    let grads = y.backward();
-    (value, x.iter().map(|&v| grads.wrt(v).clone()).collect())
+    // Seeded with 2 and halved (both exact): a hand-written backward that ignores its
+    // upstream gives twice the truth here, so it cannot pass as the root of `f`.
+    let grads = y.backward_with(Tensor::full(&y.shape(), 2.0));
+    let halved = |g: &Tensor| {
+        let half = g.data().iter().map(|v| v * 0.5).collect();
+        Tensor::new(half, g.shape()).expect("the same shape")
+    };
+    (value, x.iter().map(|&v| halved(grads.wrt(v))).collect())
 }
 
 #[track_caller]

@@ -277,6 +277,7 @@ impl Tape {
             name: name.to_string(),
             forward: Box::new(forward),
             backward: Box::new(backward),
+            recorded_at: Location::caller(),
         };
         self.push(Box::new(op), inputs)
     }
@@ -304,6 +305,9 @@ struct Custom {
     name: String,
     forward: CustomForward,
     backward: CustomBackward,
+    /// Where `Tape::custom` was called, for the messages about its backward (which runs
+    /// later, inside `backward`).
+    recorded_at: &'static Location<'static>,
 }
 
 impl Op for Custom {
@@ -318,10 +322,12 @@ impl Op for Custom {
         let grads = (self.backward)(x, out, &up);
         if grads.len() != x.len() {
             panic!(
-                "tapegrad: custom op '{}': backward returned {} gradients for {} inputs",
+                "tapegrad: custom op '{}': backward returned {} gradients for {} inputs (op \
+                 recorded at {})",
                 self.name,
                 grads.len(),
-                x.len()
+                x.len(),
+                self.recorded_at
             );
         }
         let checked = grads.into_iter().zip(x).zip(tracked).enumerate();
@@ -330,10 +336,11 @@ impl Op for Custom {
                 if g.shape() != input.shape() {
                     panic!(
                         "tapegrad: custom op '{}': backward returned shape {:?} for input {i} \
-                         of shape {:?}",
+                         of shape {:?} (op recorded at {})",
                         self.name,
                         g.shape(),
-                        input.shape()
+                        input.shape(),
+                        self.recorded_at
                     );
                 }
                 want.then_some(g)

@@ -553,3 +553,36 @@ fn hinge_of_an_empty_batch_panics_saying_empty_instead_of_returning_nan() {
     let (line, message) = panic_at_line!(hinge(pred, target));
     assert_names(&message, line, &["hinge", "empty", "[0]"]);
 }
+
+#[test]
+fn a_custom_backward_of_the_wrong_count_or_shape_panics_naming_the_op_and_where_it_was_recorded() {
+    let tape = Tape::new();
+    let x = tape.var(Tensor::from(vec![1.0, 2.0, 3.0]));
+    let line = line!() + 1;
+    let wrong_shape = tape.custom(
+        "bad",
+        &[x],
+        |x| x[0].clone(),
+        |_, _, _| vec![Tensor::from(vec![1.0, 2.0])],
+    );
+    let message = panic_message(|| wrong_shape.sum().backward());
+    assert_mentions(
+        &message,
+        &[
+            "tapegrad: custom op 'bad'",
+            "shape [2] for input 0 of shape [3]",
+            &format!("op recorded at {}:{line}:", file!()),
+        ],
+    );
+    let line = line!() + 1;
+    let wrong_count = tape.custom("bad2", &[x], |x| x[0].clone(), |_, _, _| vec![]);
+    let message = panic_message(|| wrong_count.sum().backward());
+    assert_mentions(
+        &message,
+        &[
+            "tapegrad: custom op 'bad2'",
+            "0 gradients for 1 inputs",
+            &format!("op recorded at {}:{line}:", file!()),
+        ],
+    );
+}

@@ -688,3 +688,21 @@ fn at_a_kink_curvature_of_the_large_steps_does_not_widen_the_interval() {
         assert!(!report.passed(), "{claim}: {report}");
     }
 }
+
+#[test]
+fn gradcheck_fails_a_custom_backward_that_ignores_its_upstream_even_as_the_last_op() {
+    // sum(x^2) with the backward 2x, upstream forgotten: right only for an upstream of 1.
+    fn forgetful<'t>(tape: &'t Tape, x: Var<'t>) -> Var<'t> {
+        tape.custom(
+            "sum_of_squares",
+            &[x],
+            |x| Tensor::scalar(x[0].data().iter().map(|v| v * v).sum()),
+            |x, _, _| {
+                let g = x[0].data().iter().map(|v| 2.0 * v).collect();
+                vec![Tensor::new(g, x[0].shape()).unwrap()]
+            },
+        )
+    }
+    let report = gradcheck(forgetful, &Tensor::from(vec![0.5, -1.0, 2.0]));
+    assert_eq!(report.failing(), 3, "{report}");
+}
