@@ -466,14 +466,14 @@ fn probe(f0: f64, h0: f64, tol: Tolerance, mut at: impl FnMut(f64) -> f64) -> Ve
         let (m1, p1) = (at(-h), at(h));
         if let Some(s) = Stencil::new([m2, m1, f0, p1, p2], h, tol) {
             if s.smooth() {
-                if let Some(p) = &previous {
-                    if (s.central - p.central).abs() <= s.slack.max(p.slack) {
-                        return Verdict::Smooth {
-                            want: s.central,
-                            slack: s.slack,
-                            nominal: s.nominal,
-                        };
-                    }
+                if let Some(p) = &previous
+                    && (s.central - p.central).abs() <= s.slack.max(p.slack)
+                {
+                    return Verdict::Smooth {
+                        want: s.central,
+                        slack: s.slack,
+                        nominal: s.nominal,
+                    };
                 }
                 previous = Some(s);
             } else {
