@@ -292,11 +292,25 @@ impl Comparison {
         self.failing_at_kinks
     }
 
-    /// Mark which elements sit at kinks (`kinks[flat]`), so the report says whether the
-    /// failures are there. A mask of the wrong length is ignored.
+    /// Mark which elements sit at kinks (`kinks[flat]`, one entry per element compared),
+    /// so the report says whether the failures are there. Where the shapes differed
+    /// nothing was compared, and the mask is not needed.
+    ///
+    /// # Panics
+    /// At the caller's line, if the shapes matched and the mask's length is not the
+    /// number of elements.
+    #[track_caller]
     pub fn with_kinks(mut self, kinks: &[bool]) -> Comparison {
-        if kinks.len() != self.checked {
+        if !self.shapes_match() {
             return self;
+        }
+        if kinks.len() != self.checked {
+            panic!(
+                "tapegrad: with_kinks: the mask has {} entries for {} elements compared (at {})",
+                kinks.len(),
+                self.checked,
+                std::panic::Location::caller()
+            );
         }
         for e in &mut self.worst {
             e.at_kink = Some(kinks[e.flat]);

@@ -706,3 +706,25 @@ fn gradcheck_fails_a_custom_backward_that_ignores_its_upstream_even_as_the_last_
     let report = gradcheck(forgetful, &Tensor::from(vec![0.5, -1.0, 2.0]));
     assert_eq!(report.failing(), 3, "{report}");
 }
+
+#[test]
+fn with_kinks_refuses_a_mask_of_the_wrong_length_unless_nothing_was_compared() {
+    let three = Tensor::from(vec![1.0, 2.0, 3.0]);
+    let message = std::panic::catch_unwind(|| {
+        compare(&three, &three, Tolerance::default()).with_kinks(&[true])
+    })
+    .expect_err("must panic");
+    let message = message
+        .downcast_ref::<String>()
+        .cloned()
+        .unwrap_or_default();
+    assert!(
+        message.contains("tapegrad: with_kinks: the mask has 1 entries for 3 elements"),
+        "{message}"
+    );
+    assert!(message.contains("(at tests/check.rs:"), "{message}"); // the caller's line
+    // Shapes differ: nothing compared, the mask is not needed.
+    let report =
+        compare(&Tensor::scalar(1.0), &three, Tolerance::default()).with_kinks(&[false; 3]);
+    assert!(!report.passed());
+}
