@@ -110,6 +110,8 @@ pub struct Element {
     /// Whether the element sits at a kink, when the caller said (see
     /// [`Comparison::with_kinks`]).
     pub at_kink: Option<bool>,
+    /// Whether this element is outside the tolerance (the report's table marks it FAIL).
+    pub fails: bool,
 }
 
 /// The result of [`compare`]: how many elements were checked and failed, the largest
@@ -200,6 +202,7 @@ pub fn compare(got: &Tensor, want: &Tensor, tol: Tolerance) -> Comparison {
                 abs_error,
                 rel_error: rel_error(abs_error, g, w),
                 at_kink: None,
+                fails: !tol.accepts(g, w),
             }
         })
         .collect();
@@ -362,6 +365,9 @@ fn write_elements(f: &mut fmt::Formatter<'_>, elements: &[Element]) -> fmt::Resu
             "\n  {:<w$}  {:>24}  {:>24}  {:>10.3e}  {:>10.3e}",
             i, e.got, e.want, e.abs_error, e.rel_error
         )?;
+        if e.fails {
+            f.write_str("  FAIL")?;
+        }
         if e.at_kink == Some(true) {
             f.write_str("  at a kink")?;
         }
@@ -893,7 +899,7 @@ impl GradCheck {
         }
         report.worst = ranked
             .into_iter()
-            .map(|(_, flat)| {
+            .map(|(excess, flat)| {
                 let (got, verdict) = judged[flat];
                 let want = verdict.want();
                 let abs_error = abs_error(got, want);
@@ -905,6 +911,7 @@ impl GradCheck {
                     abs_error,
                     rel_error: rel_error(abs_error, got, want),
                     at_kink: Some(matches!(verdict, Verdict::Kink { .. })),
+                    fails: excess > 1.0,
                 }
             })
             .collect();

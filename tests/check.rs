@@ -728,3 +728,20 @@ fn with_kinks_refuses_a_mask_of_the_wrong_length_unless_nothing_was_compared() {
         compare(&Tensor::scalar(1.0), &three, Tolerance::default()).with_kinks(&[false; 3]);
     assert!(!report.passed());
 }
+
+#[test]
+fn report_tables_mark_the_failing_rows() {
+    let got = Tensor::from(vec![1.0, 2.0, 3.5]);
+    let want = Tensor::from(vec![1.0, 2.0 + 1e-13, 3.0]);
+    let report = compare(&got, &want, Tolerance::default());
+    let worst = report.worst();
+    assert_eq!((worst[0].flat, worst[0].fails), (2, true));
+    assert!(worst[1..].iter().all(|e| !e.fails), "{report}");
+    let text = report.to_string();
+    let rows: Vec<&str> = text.lines().skip(2).collect();
+    assert!(
+        rows[0].trim_start().starts_with("[2]") && rows[0].ends_with("FAIL"),
+        "{text}"
+    );
+    assert!(rows[1..].iter().all(|r| !r.contains("FAIL")), "{text}");
+}
