@@ -682,12 +682,20 @@ pub fn gradcheck_with(
 /// ```
 ///
 /// # Panics
-/// At the caller's line, if `f` returns a var with more than one element.
+/// At the caller's line, if `at` is empty or `f` returns a var with more than one
+/// element.
 #[track_caller]
 pub fn gradcheck_many(
     f: impl for<'t> Fn(&'t Tape, &[Var<'t>]) -> Var<'t>,
     at: &[Tensor],
 ) -> Vec<GradCheck> {
+    if at.is_empty() {
+        // An empty list of reports would pass every `for report in &reports` check.
+        panic!(
+            "tapegrad: gradcheck_many: no inputs to check (at {})",
+            std::panic::Location::caller()
+        );
+    }
     check_inputs(&f, at, Tolerance::finite_differences(), true)
 }
 

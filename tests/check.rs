@@ -745,3 +745,20 @@ fn report_tables_mark_the_failing_rows() {
     );
     assert!(rows[1..].iter().all(|r| !r.contains("FAIL")), "{text}");
 }
+
+#[test]
+fn gradcheck_many_of_no_inputs_panics_instead_of_passing_vacuously() {
+    let message = std::panic::catch_unwind(|| {
+        tapegrad::check::gradcheck_many(|tape, _| tape.constant(Tensor::scalar(1.0)), &[])
+    })
+    .expect_err("must panic");
+    let message = message
+        .downcast_ref::<String>()
+        .cloned()
+        .unwrap_or_default();
+    assert!(
+        message.contains("tapegrad: gradcheck_many: no inputs"),
+        "{message}"
+    );
+    assert!(message.contains("(at tests/check.rs:"), "{message}");
+}
