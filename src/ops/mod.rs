@@ -69,8 +69,7 @@ impl<R: PerElement> Op for Elementwise<R> {
                         b.shape()
                     )
                 })?;
-                fits(R::NAME, &shape)?;
-                let n = numel(&shape).unwrap_or(0);
+                let n = fits(R::NAME, &shape)?;
                 if n <= 1 || (a.len() == n || a.len() == 1) && (b.len() == n || b.len() == 1) {
                     // No broadcast beyond a scalar's: one loop per operand layout.
                     let (x, y) = (a.data(), b.data());
@@ -145,10 +144,11 @@ impl<R: PerElement> Op for Elementwise<R> {
     }
 }
 
-/// `Ok` if an op's result shape has an element count one allocation can hold.
-pub(crate) fn fits(op: &str, shape: &[usize]) -> Result<(), String> {
+/// The element count of an op's result shape, if one allocation can hold it; else an
+/// error naming the op and the shape.
+pub(crate) fn fits(op: &str, shape: &[usize]) -> Result<usize, String> {
     match numel(shape) {
-        Some(_) => Ok(()),
+        Some(n) => Ok(n),
         None => Err(format!(
             "{op}: the result would have shape {shape:?}, more elements than fit in memory"
         )),
