@@ -67,6 +67,8 @@ pub struct Tape {
     /// training loop that reuses the tape reuses the slots too.
     slots: RefCell<Vec<Slot>>,
     id: u64,
+    /// Whether elementwise ops are recorded lazily and evaluated in fused blocks.
+    fused: bool,
 }
 
 pub(crate) struct Node {
@@ -114,7 +116,25 @@ impl Tape {
             nodes: RefCell::new(Vec::with_capacity(nodes)),
             slots: RefCell::new(Vec::new()),
             id: NEXT_TAPE_ID.fetch_add(1, Ordering::Relaxed),
+            fused: true,
         }
+    }
+
+    /// An empty tape that computes every op as soon as it is recorded, one whole array
+    /// at a time, instead of fusing chains of elementwise ops (see the crate docs,
+    /// "Fusion"). Values and gradients are the same to the bit either way; this is the
+    /// reference the fused engine is tested against, and a way to rule fusion out.
+    pub fn unfused() -> Tape {
+        Tape {
+            fused: false,
+            ..Tape::new()
+        }
+    }
+
+    /// Whether this tape fuses chains of elementwise ops ([`Tape::new`]) or computes
+    /// each op eagerly ([`Tape::unfused`]).
+    pub fn is_fused(&self) -> bool {
+        self.fused
     }
 
     /// The number of nodes recorded so far.
