@@ -5,7 +5,7 @@
 //! `dot -Tsvg loss.dot -o loss.svg`. `Display for Tape` prints every node as one row of
 //! a table, for a quick look in a terminal.
 
-use crate::tape::{Gradients, Kind, Node, Tape, Var};
+use crate::tape::{Gradients, Kind, Node, Tape, Var, value_of};
 use crate::tensor::{Tensor, write_preview};
 use std::fmt::{self, Write};
 
@@ -56,7 +56,7 @@ impl Var<'_> {
                 (Kind::Var, Some(g)) => g.leaf(self.tape, i),
                 _ => None,
             };
-            let label = escape(&node_label(i, node, grad));
+            let label = escape(&node_label(i, node, &value_of(&nodes, i), grad));
             let style = match node.kind {
                 Kind::Var => "shape=ellipse, style=filled, fillcolor=\"#cfe2ff\"",
                 Kind::Constant => "shape=box, style=filled, fillcolor=\"#e9ecef\"",
@@ -104,12 +104,12 @@ fn reached_from(nodes: &[Node], root: usize) -> Vec<bool> {
 }
 
 /// `#3 mul` / `shape [4]` / `value [...]` (/ `grad [...]`), lines joined by `\n`.
-fn node_label(index: usize, node: &Node, grad: Option<&Tensor>) -> String {
+fn node_label(index: usize, node: &Node, value: &Tensor, grad: Option<&Tensor>) -> String {
     let mut label = format!(
         "#{index} {}\nshape {:?}\nvalue {}",
         node.kind.name(),
-        node.value.shape(),
-        preview(node.value.data())
+        node.shape(),
+        preview(value.data())
     );
     if let Some(g) = grad {
         let _ = write!(label, "\ngrad {}", preview(g.data()));
@@ -162,9 +162,9 @@ impl fmt::Display for Tape {
                 [
                     format!("#{i}"),
                     node.kind.name().to_string(),
-                    format!("{:?}", node.value.shape()),
+                    format!("{:?}", node.shape()),
                     inputs.join(", "),
-                    preview(node.value.data()),
+                    preview(value_of(&nodes, i).data()),
                 ]
             })
             .collect();

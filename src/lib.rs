@@ -43,6 +43,7 @@
 
 pub mod check;
 mod display;
+mod fusion;
 mod interop;
 pub mod losses;
 mod ops;

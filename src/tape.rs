@@ -8,7 +8,9 @@
 //! Ops depend on this module, never the other way round: `ops.rs` implements [`Op`] and
 //! records nodes with [`Tape::push`].
 
+use crate::fusion;
 use crate::tensor::{Shape, Tensor, broadcast_shapes, zip_into};
+use std::borrow::Cow;
 use smallvec::SmallVec;
 use std::cell::{Ref, RefCell, RefMut};
 use std::fmt;
@@ -46,7 +48,41 @@ pub(crate) trait Op {
     fn backward_scalar(&self, _inputs: [f64; 2], _out: f64, _upstream: f64) -> Option<[f64; 2]> {
         None
     }
+    /// Whether this is an elementwise op that a fused tape may defer and evaluate block
+    /// by block with `forward_block` and `backward_block` (see `fusion.rs`).
+    fn fusible(&self) -> bool {
+        false
+    }
+    /// The output elements of one block from the operands' elements there (`b` is
+    /// `Lane::One(0.0)` for a one-input op): exactly what `forward` computes for them.
+    fn forward_block(&self, _a: Lane<'_>, _b: Lane<'_>, _out: &mut [f64]) {
+        unreachable!("forward_block of an op that is not fusible")
+    }
+    /// The gradient contributions of the operands over one block, written to `ga` and
+    /// `gb` where given: exactly what `backward` computes for those elements, given the
+    /// operands, the output `out` and the upstream `up` there.
+    fn backward_block(&self, _a: Lane<'_>, _b: Lane<'_>, _out: &[f64], _up: &[f64], _g: Wanted<'_>) {
+        unreachable!("backward_block of an op that is not fusible")
+    }
+    /// For a reduction whose value depends on its one input only through the input's
+    /// pairwise sum (`sum`, `mean`): the value from that sum and the input's length. A
+    /// fused tape then sums a deferred input block by block instead of laying it out.
+    fn from_sum(&self) -> Option<fn(f64, usize) -> f64> {
+        None
+    }
 }
+
+/// The elements of one operand over a block of a fused region: one number for every
+/// element (a rank-0 or one-element operand), or one per element.
+#[derive(Clone, Copy)]
+pub(crate) enum Lane<'a> {
+    One(f64),
+    Many(&'a [f64]),
+}
+
+/// Where `backward_block` writes the gradient contributions of the two operands over a
+/// block (`None` where that operand's gradient is not wanted).
+pub(crate) type Wanted<'a> = [Option<&'a mut [f64]>; 2];
 
 /// The gradients an op's backward returns, one per input (no heap for up to two).
 pub(crate) type InputGrads = SmallVec<[Option<Tensor>; 2]>;
@@ -74,9 +110,76 @@ pub struct Tape {
 pub(crate) struct Node {
     pub(crate) kind: Kind,
     pub(crate) inputs: SmallVec<[usize; 2]>,
-    pub(crate) value: Tensor,
+    pub(crate) value: Value,
     /// Whether some `Tape::var` leaf reaches this node (so a gradient must flow here).
     pub(crate) tracked: bool,
+}
+
+/// A node's value: its elements, or (an elementwise op on a fused tape) only its shape
+/// until something needs the elements (see `fusion.rs`).
+pub(crate) enum Value {
+    Ready(Tensor),
+    Pending {
+        shape: Shape,
+        /// The element count (at least 2).
+        len: usize,
+        /// At least the number of pending nodes this one's region holds.
+        size: usize,
+    },
+}
+
+impl Node {
+    /// The laid-out value; only for a node that is not pending.
+    pub(crate) fn ready(&self) -> &Tensor {
+        match &self.value {
+            Value::Ready(t) => t,
+            Value::Pending { .. } => unreachable!("the value of a pending node was read"),
+        }
+    }
+
+    pub(crate) fn is_pending(&self) -> bool {
+        matches!(self.value, Value::Pending { .. })
+    }
+
+    pub(crate) fn shape(&self) -> &[usize] {
+        match &self.value {
+            Value::Ready(t) => t.shape(),
+            Value::Pending { shape, .. } => shape,
+        }
+    }
+
+    /// The value as a plain number, if it is rank-0.
+    #[inline]
+    fn scalar(&self) -> Option<f64> {
+        match &self.value {
+            Value::Ready(t) => t.as_scalar(),
+            Value::Pending { .. } => None,
+        }
+    }
+
+    /// The op of an op node.
+    pub(crate) fn op(&self) -> &dyn Op {
+        match &self.kind {
+            Kind::Op(op) => &**op,
+            _ => unreachable!("a leaf has no op"),
+        }
+    }
+}
+
+/// Node `j`'s value, computed (not kept) if it is pending.
+pub(crate) fn value_of(nodes: &[Node], j: usize) -> Cow<'_, Tensor> {
+    match &nodes[j].value {
+        Value::Ready(t) => Cow::Borrowed(t),
+        Value::Pending { .. } => Cow::Owned(fusion::evaluate(nodes, j)),
+    }
+}
+
+/// Lay out node `j`'s value and keep it, if it is pending.
+pub(crate) fn lay_out(nodes: &mut [Node], j: usize) {
+    if nodes[j].is_pending() {
+        let value = fusion::evaluate(nodes, j);
+        nodes[j].value = Value::Ready(value);
+    }
 }
 
 pub(crate) enum Kind {
@@ -165,6 +268,7 @@ impl Tape {
     #[track_caller]
     pub fn var(&self, value: Tensor) -> Var<'_> {
         let mut nodes = self.record("var");
+        let value = Value::Ready(value);
         self.append(&mut nodes, Kind::Var, SmallVec::new(), value, true)
     }
 
@@ -175,10 +279,12 @@ impl Tape {
     #[track_caller]
     pub fn constant(&self, value: Tensor) -> Var<'_> {
         let mut nodes = self.record("constant");
+        let value = Value::Ready(value);
         self.append(&mut nodes, Kind::Constant, SmallVec::new(), value, false)
     }
 
-    /// Record `op` applied to `inputs`: the forward rule runs now.
+    /// Record `op` applied to `inputs`: the forward rule runs now, or, for an
+    /// elementwise op on a fused tape, when something needs the value.
     #[track_caller]
     pub(crate) fn push(&self, op: Box<dyn Op>, inputs: &[Var<'_>]) -> Var<'_> {
         for v in inputs {
@@ -198,21 +304,41 @@ impl Tape {
         };
         // Rank-0 operands of an elementwise op: its rule on plain numbers.
         let value = match scalar_operands(&nodes, &inputs).and_then(|x| op.forward_scalar(x)) {
-            Some(value) => Tensor::scalar(value),
-            None => {
-                let forward = match *inputs {
-                    [a] => op.forward(&[&nodes[a].value]),
-                    [a, b] => op.forward(&[&nodes[a].value, &nodes[b].value]),
-                    _ => op.forward(&inputs.iter().map(|&j| &nodes[j].value).collect::<Vec<_>>()),
-                };
-                match forward {
-                    Ok(value) => value,
-                    Err(message) => panic!("tapegrad: {message} (at {})", Location::caller()),
-                }
-            }
+            Some(value) => Value::Ready(Tensor::scalar(value)),
+            None => match self.forward(&mut nodes, &*op, &inputs) {
+                Ok(value) => value,
+                Err(message) => panic!("tapegrad: {message} (at {})", Location::caller()),
+            },
         };
         let tracked = inputs.iter().any(|&j| nodes[j].tracked);
         self.append(&mut nodes, Kind::Op(op), inputs, value, tracked)
+    }
+
+    /// The value of `op` on `inputs` (not rank-0 numbers): deferred on a fused tape if
+    /// the op is elementwise and its operands allow; for `sum` and `mean` of a deferred
+    /// operand, summed block by block; otherwise computed now, deferred operands laid out.
+    fn forward(&self, nodes: &mut [Node], op: &dyn Op, inputs: &[usize]) -> Result<Value, String> {
+        if self.fused {
+            if op.fusible() {
+                if let Some(value) = fusion::defer(nodes, inputs) {
+                    return Ok(value);
+                }
+            } else if let (Some(from_sum), &[a]) = (op.from_sum(), inputs) {
+                if nodes[a].is_pending() {
+                    let sum = fusion::sum(nodes, a);
+                    return Ok(Value::Ready(Tensor::scalar(from_sum(sum, nodes[a].len()))));
+                }
+            }
+        }
+        for &j in inputs {
+            lay_out(nodes, j);
+        }
+        let forward = match *inputs {
+            [a] => op.forward(&[nodes[a].ready()]),
+            [a, b] => op.forward(&[nodes[a].ready(), nodes[b].ready()]),
+            _ => op.forward(&inputs.iter().map(|&j| nodes[j].ready()).collect::<Vec<_>>()),
+        };
+        forward.map(Value::Ready)
     }
 
     /// The node list, to record a node named `what`.
@@ -238,7 +364,7 @@ impl Tape {
         nodes: &mut Vec<Node>,
         kind: Kind,
         inputs: SmallVec<[usize; 2]>,
-        value: Tensor,
+        value: Value,
         tracked: bool,
     ) -> Var<'_> {
         nodes.push(Node {
@@ -391,15 +517,31 @@ impl<'t> Var<'t> {
     }
 
     /// The var's value. The tensor shares its elements with the tape (an O(1) clone).
+    ///
+    /// On a fused tape, an elementwise result is computed when first asked for (here,
+    /// or by an op that needs it) and kept from then on.
     #[track_caller]
     pub fn value(&self) -> Tensor {
-        self.tape.read("value")[self.index].value.clone()
+        {
+            let nodes = self.tape.read("value");
+            if let Value::Ready(t) = &nodes[self.index].value {
+                return t.clone();
+            }
+        }
+        match self.tape.nodes.try_borrow_mut() {
+            Ok(mut nodes) => {
+                lay_out(&mut nodes, self.index);
+                nodes[self.index].ready().clone()
+            }
+            // Asked from a custom op's backward: computed, not kept.
+            Err(_) => fusion::evaluate(&self.tape.read("value"), self.index),
+        }
     }
 
     /// The var's shape.
     #[track_caller]
     pub fn shape(&self) -> Shape {
-        Shape::from_slice(self.tape.read("shape")[self.index].value.shape())
+        Shape::from_slice(self.tape.read("shape")[self.index].shape())
     }
 
     /// Whether some [`Tape::var`] leaf reaches this var (so a gradient flows through it).
@@ -445,11 +587,11 @@ impl<'t> Var<'t> {
             busy("backward")
         };
         let root = self.index;
-        if seed.shape() != nodes[root].value.shape() {
+        if seed.shape() != nodes[root].shape() {
             panic!(
                 "tapegrad: backward_with: seed has shape {:?} but the var has shape {:?} (at {})",
                 seed.shape(),
-                nodes[root].value.shape(),
+                nodes[root].shape(),
                 Location::caller()
             );
         }
@@ -458,6 +600,8 @@ impl<'t> Var<'t> {
         slots.clear();
         slots.resize_with(root + 1, Slot::default);
         slots[root] = Slot::from(seed);
+        // Who uses each node, built when the sweep meets the first pending node.
+        let mut consumers = None;
         for i in (0..=root).rev() {
             let node = &nodes[i];
             // Leaves keep their slot (read below); a node with only constants behind it
@@ -466,10 +610,20 @@ impl<'t> Var<'t> {
             if !node.tracked {
                 continue;
             }
+            if node.is_pending() {
+                // The top of a fused region: its whole backward in one pass, unless
+                // that would change the order gradients are summed in.
+                let consumers = consumers.get_or_insert_with(|| fusion::Consumers::new(&nodes, root));
+                if matches!(slots[i], Slot::Empty)
+                    || fusion::backward(&nodes, &mut slots, consumers, i)
+                {
+                    continue;
+                }
+            }
             let upstream = std::mem::take(&mut slots[i]);
             let inputs = node.inputs.as_slice();
             // A rank-0 node of rank-0 inputs: the op's rule on plain numbers.
-            if let (Slot::Scalar(u), Some(out)) = (&upstream, node.value.as_scalar()) {
+            if let (Slot::Scalar(u), Some(out)) = (&upstream, node.scalar()) {
                 let x = scalar_operands(&nodes, inputs);
                 if let Some(local) = x.and_then(|x| op.backward_scalar(x, out, *u)) {
                     for (&j, g) in inputs.iter().zip(local) {
@@ -483,23 +637,23 @@ impl<'t> Var<'t> {
             let Some(upstream) = upstream.into_tensor() else {
                 continue;
             };
+            // Values of pending nodes (a region the sweep takes node by node) are
+            // computed here and dropped after.
+            let value = |j: usize| value_of(&nodes, j);
+            let out = value(i);
             let local = match *inputs {
                 // The common arities without collecting into SmallVecs.
-                [a] => op.backward(
-                    &[&nodes[a].value],
-                    &node.value,
-                    upstream,
-                    &[nodes[a].tracked],
-                ),
+                [a] => op.backward(&[&value(a)], &out, upstream, &[nodes[a].tracked]),
                 [a, b] => {
-                    let (a, b) = (&nodes[a], &nodes[b]);
-                    let values = [&a.value, &b.value];
-                    op.backward(&values, &node.value, upstream, &[a.tracked, b.tracked])
+                    let values = [&*value(a), &*value(b)];
+                    let tracked = [nodes[a].tracked, nodes[b].tracked];
+                    op.backward(&values, &out, upstream, &tracked)
                 }
                 _ => {
-                    let values: Vec<&Tensor> = inputs.iter().map(|&j| &nodes[j].value).collect();
+                    let owned: Vec<Cow<'_, Tensor>> = inputs.iter().map(|&j| value(j)).collect();
+                    let values: Vec<&Tensor> = owned.iter().map(|v| &**v).collect();
                     let tracked: Vec<bool> = inputs.iter().map(|&j| nodes[j].tracked).collect();
-                    op.backward(&values, &node.value, upstream, &tracked)
+                    op.backward(&values, &out, upstream, &tracked)
                 }
             };
             for (&j, g) in inputs.iter().zip(local) {
@@ -516,7 +670,7 @@ impl<'t> Var<'t> {
                 let grad = slots
                     .get_mut(i)
                     .and_then(|g| std::mem::take(g).into_tensor());
-                let shape = node.value.shape();
+                let shape = node.shape();
                 let g = match grad {
                     Some(g) if g.shape() == shape => g,
                     Some(g) => g.broadcast_to(shape),
@@ -538,7 +692,7 @@ impl<'t> Var<'t> {
 /// second is 0 for one input): what `Op::forward_scalar` and `Op::backward_scalar` take.
 #[inline]
 fn scalar_operands(nodes: &[Node], inputs: &[usize]) -> Option<[f64; 2]> {
-    let scalar = |j: usize| nodes[j].value.as_scalar();
+    let scalar = |j: usize| nodes[j].scalar();
     match *inputs {
         [a] => scalar(a).map(|a| [a, 0.0]),
         [a, b] => scalar(a).zip(scalar(b)).map(|(a, b)| [a, b]),
@@ -550,7 +704,7 @@ fn scalar_operands(nodes: &[Node], inputs: &[usize]) -> Option<[f64; 2]> {
 /// far. One that is the same for every element is a plain number (it broadcasts like a
 /// rank-0 tensor), which keeps rank-0 graphs free of tensor moves.
 #[derive(Default)]
-enum Slot {
+pub(crate) enum Slot {
     #[default]
     Empty,
     Scalar(f64),
@@ -567,7 +721,7 @@ impl Slot {
         }
     }
 
-    fn into_tensor(self) -> Option<Tensor> {
+    pub(crate) fn into_tensor(self) -> Option<Tensor> {
         match self {
             Slot::Empty => None,
             Slot::Scalar(x) => Some(Tensor::scalar(x)),
@@ -684,7 +838,7 @@ impl fmt::Debug for Var<'_> {
             "Var(#{} {} {:?})",
             self.index,
             node.kind.name(),
-            node.value
+            value_of(&nodes, self.index)
         )
     }
 }

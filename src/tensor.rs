@@ -695,7 +695,7 @@ pub fn pairwise_sum(x: &[f64]) -> f64 {
     0.0 + pairwise(x)
 }
 
-fn pairwise(x: &[f64]) -> f64 {
+pub(crate) fn pairwise(x: &[f64]) -> f64 {
     let n = x.len();
     if n < 8 {
         x.iter().fold(0.0, |acc, &v| acc + v)

@@ -18,7 +18,7 @@
 //!   where the local derivative is inf or NaN. An element the loss does not depend on
 //!   gets gradient 0, as in the closed form, not an IEEE `0 * inf = NaN`.
 
-use crate::tape::{InputGrads, Op, Var};
+use crate::tape::{InputGrads, Lane, Op, Var, Wanted};
 use crate::tensor::{
     Shape, Tensor, broadcast_shapes, buffer, data_from_vec, numel, sum_to, zip_broadcast,
 };
@@ -93,6 +93,30 @@ impl<R: PerElement> Op for Elementwise<R> {
 
     fn backward_scalar(&self, [a, b]: [f64; 2], out: f64, u: f64) -> Option<[f64; 2]> {
         Some(self.0.grad(a, b, out, u))
+    }
+
+    fn fusible(&self) -> bool {
+        true
+    }
+
+    fn forward_block(&self, a: Lane<'_>, b: Lane<'_>, out: &mut [f64]) {
+        let rule = &self.0;
+        match (a, b) {
+            (Lane::One(a), Lane::One(b)) => block_values(rule, a, b, out),
+            (Lane::One(a), Lane::Many(b)) => block_values(rule, a, b, out),
+            (Lane::Many(a), Lane::One(b)) => block_values(rule, a, b, out),
+            (Lane::Many(a), Lane::Many(b)) => block_values(rule, a, b, out),
+        }
+    }
+
+    fn backward_block(&self, a: Lane<'_>, b: Lane<'_>, out: &[f64], up: &[f64], g: Wanted<'_>) {
+        let rule = &self.0;
+        match (a, b) {
+            (Lane::One(a), Lane::One(b)) => block_grads(rule, a, b, out, up, g),
+            (Lane::One(a), Lane::Many(b)) => block_grads(rule, a, b, out, up, g),
+            (Lane::Many(a), Lane::One(b)) => block_grads(rule, a, b, out, up, g),
+            (Lane::Many(a), Lane::Many(b)) => block_grads(rule, a, b, out, up, g),
+        }
     }
 
     fn backward(&self, x: &[&Tensor], out: &Tensor, up: Tensor, tracked: &[bool]) -> InputGrads {
@@ -208,6 +232,40 @@ fn values<R: PerElement>(rule: &R, a: impl Source, b: impl Source, n: usize) -> 
     let mut v = buffer(n);
     v.extend((0..n).map(move |i| rule.value(a.at(i), b.at(i))));
     v
+}
+
+/// `out[i]` from the rule's value on two operands over one block of a fused region.
+fn block_values<R: PerElement>(rule: &R, a: impl Source, b: impl Source, out: &mut [f64]) {
+    let n = out.len();
+    let (a, b) = (a.first(n), b.first(n));
+    for (i, o) in out.iter_mut().enumerate() {
+        *o = rule.value(a.at(i), b.at(i));
+    }
+}
+
+/// The rule's gradients over one block of a fused region, into the wanted outputs.
+fn block_grads<R: PerElement>(
+    rule: &R,
+    a: impl Source,
+    b: impl Source,
+    out: &[f64],
+    up: &[f64],
+    g: Wanted<'_>,
+) {
+    let n = out.len();
+    let (a, b, up) = (a.first(n), b.first(n), &up[..n]);
+    let grad = move |i: usize| rule.grad(a.at(i), b.at(i), out[i], up[i]);
+    match g {
+        [Some(ga), None] => ga[..n].iter_mut().enumerate().for_each(|(i, g)| *g = grad(i)[0]),
+        [None, Some(gb)] => gb[..n].iter_mut().enumerate().for_each(|(i, g)| *g = grad(i)[1]),
+        [Some(ga), Some(gb)] => {
+            let (ga, gb) = (&mut ga[..n], &mut gb[..n]);
+            for i in 0..n {
+                [ga[i], gb[i]] = grad(i);
+            }
+        }
+        [None, None] => {}
+    }
 }
 
 /// The gradients of the wanted operands at the output's shape, from the rule applied to

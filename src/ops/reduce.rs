@@ -20,6 +20,9 @@ impl Op for Sum {
     fn backward(&self, _: &[&Tensor], _: &Tensor, up: Tensor, _: &[bool]) -> InputGrads {
         smallvec![Some(up)]
     }
+    fn from_sum(&self) -> Option<fn(f64, usize) -> f64> {
+        Some(|sum, _| sum)
+    }
 }
 
 // ---- mean: sum / n -------------------------------------------------------------------
@@ -36,6 +39,9 @@ impl Op for Mean {
     fn backward(&self, x: &[&Tensor], _: &Tensor, up: Tensor, _: &[bool]) -> InputGrads {
         let n = x[0].len() as f64;
         smallvec![Some(up.map_in_place(|u| u / n))]
+    }
+    fn from_sum(&self) -> Option<fn(f64, usize) -> f64> {
+        Some(|sum, n| sum / n as f64)
     }
 }
 

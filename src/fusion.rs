@@ -1,0 +1,442 @@
+//! Loop fusion: chains of elementwise ops evaluated block by block, forward and backward.
+//!
+//! On a fused tape ([`crate::Tape::new`]) an elementwise op whose operands are each one
+//! number or as long as its output is recorded *pending*: its node holds the shape, not
+//! the elements. Pending nodes form regions; a region is evaluated only when something
+//! needs its elements:
+//!
+//! - a non-elementwise op (matmul, `sum_axis`, a custom op, a true broadcast), `value()`
+//!   or `Display` lays the node out (and, but in `Display`, keeps it);
+//! - `sum` and `mean` of a pending node sum it block by block, with the same pairwise
+//!   blocking as [`crate::pairwise_sum`], so nothing is laid out;
+//! - `backward` reaching a pending node runs the backward of its whole region in one
+//!   pass: per block of [`BLOCK`] elements it recomputes the region's values, then
+//!   applies each op's per-element backward rule in reverse order, and writes only the
+//!   gradients of the region's inputs.
+//!
+//! Both directions run the ops' own per-element rules (`PerElement` in `ops/mod.rs`
+//! through `Op::forward_block` and `Op::backward_block`), and every gradient is summed
+//! in the order the unfused sweep sums it, so a fused tape gives the same values and
+//! gradients as [`crate::Tape::unfused`] to the bit. Where that order could not be kept
+//! (a tracked one-element operand broadcast over a region, whose gradient is a sum over
+//! it; or a region input that some op outside the region also uses, between the
+//! region's uses of it), the sweep takes the region's top node alone, as the unfused
+//! engine does, and fuses what lies below.
+
+use crate::tape::{Kind, Lane, Node, Op, Slot, Value, lay_out};
+use crate::tensor::{Shape, Tensor, broadcast_shapes, buffer, data_from_vec, numel, pairwise};
+
+/// Elements per block: the registers of a region of a few ops stay in L1 (a 3-op
+/// region's values and gradients take 6 x 4 KiB). At least 128, numpy's pairwise block,
+/// so that a fused sum splits exactly where `pairwise_sum` does.
+pub(crate) const BLOCK: usize = 512;
+
+/// The most pending nodes one region may hold (counting shared nodes once per use). An
+/// op that would make a larger region lays its pending operands out first.
+pub(crate) const MAX_REGION: usize = 32;
+
+/// The pending value of an elementwise op on `inputs`, if it can be deferred: its
+/// operands are each one element or as long as its output (no broadcast but a
+/// scalar's), pending ones of its exact shape (those of another shape are laid out),
+/// and the region stays within [`MAX_REGION`] (else the pending operands are laid out).
+pub(crate) fn defer(nodes: &mut [Node], inputs: &[usize]) -> Option<Value> {
+    let shape: Shape = match *inputs {
+        [a] => nodes[a].shape().into(),
+        [a, b] => broadcast_shapes(nodes[a].shape(), nodes[b].shape())?,
+        _ => return None,
+    };
+    let len = numel(&shape)?;
+    if len < 2 || inputs.iter().any(|&j| nodes[j].len() != 1 && nodes[j].len() != len) {
+        return None;
+    }
+    let mut size = 1;
+    for &j in inputs {
+        match nodes[j].value {
+            Value::Pending { size: s, .. } if nodes[j].shape() == &shape[..] => size += s,
+            _ => lay_out(nodes, j),
+        }
+    }
+    if size > MAX_REGION {
+        inputs.iter().for_each(|&j| lay_out(nodes, j));
+        size = 1;
+    }
+    Some(Value::Pending { shape, len, size })
+}
+
+/// The pending nodes that `root` depends on through pending nodes, itself included, in
+/// ascending order (a topological order).
+pub(crate) fn cone(nodes: &[Node], root: usize) -> Vec<usize> {
+    let mut found: Vec<usize> = Vec::new();
+    let mut stack = vec![root];
+    while let Some(j) = stack.pop() {
+        if found.contains(&j) || !nodes[j].is_pending() {
+            continue;
+        }
+        found.push(j);
+        stack.extend(nodes[j].inputs.iter().copied());
+    }
+    found.sort_unstable();
+    found
+}
+
+/// Where a step of a [`Program`] reads an operand.
+#[derive(Clone, Copy)]
+enum Source<'a> {
+    /// A one-element operand.
+    One(f64),
+    /// A laid-out operand as long as the region.
+    Many(&'a [f64]),
+    /// The register of an earlier step.
+    Register(usize),
+}
+
+/// One pending node of a region, as the evaluator runs it.
+struct Step<'a> {
+    node: usize,
+    op: &'a dyn Op,
+    operands: [Source<'a>; 2],
+}
+
+/// The forward of a region: its pending nodes in ascending order, each with a register
+/// of [`BLOCK`] elements.
+pub(crate) struct Program<'a> {
+    steps: Vec<Step<'a>>,
+    registers: Vec<f64>,
+}
+
+impl<'a> Program<'a> {
+    /// The program computing the pending nodes `cone` (ascending, closed under pending
+    /// operands, as [`cone`] returns them).
+    pub(crate) fn new(nodes: &'a [Node], cone: &[usize]) -> Program<'a> {
+        let source = |k: usize| match cone.binary_search(&k) {
+            Ok(step) => Source::Register(step),
+            Err(_) => {
+                let t = nodes[k].ready();
+                match t.data() {
+                    [x] => Source::One(*x),
+                    data => Source::Many(data),
+                }
+            }
+        };
+        let steps: Vec<Step<'a>> = cone
+            .iter()
+            .map(|&j| {
+                let Kind::Op(op) = &nodes[j].kind else {
+                    unreachable!("a pending node is an op")
+                };
+                let inputs = &nodes[j].inputs;
+                let b = inputs.get(1).map_or(Source::One(0.0), |&k| source(k));
+                Step {
+                    node: j,
+                    op: &**op,
+                    operands: [source(inputs[0]), b],
+                }
+            })
+            .collect();
+        let registers = vec![0.0; steps.len() * BLOCK];
+        Program { steps, registers }
+    }
+
+    /// The step that computes node `j`, if the program computes it.
+    fn step_of(&self, j: usize) -> Option<usize> {
+        self.steps.binary_search_by_key(&j, |s| s.node).ok()
+    }
+
+    /// Compute every step on the elements `lo..hi` (at most [`BLOCK`] of them).
+    pub(crate) fn run(&mut self, lo: usize, hi: usize) {
+        let len = hi - lo;
+        for (s, step) in self.steps.iter().enumerate() {
+            let (done, rest) = self.registers.split_at_mut(s * BLOCK);
+            let [a, b] = step.operands;
+            let (a, b) = (lane(a, done, lo, hi), lane(b, done, lo, hi));
+            step.op.forward_block(a, b, &mut rest[..len]);
+        }
+    }
+
+    /// Operand `k` of step `s` over the block `lo..hi` last run.
+    fn operand(&self, s: usize, k: usize, lo: usize, hi: usize) -> Lane<'_> {
+        lane(self.steps[s].operands[k], &self.registers, lo, hi)
+    }
+
+    /// The values of step `s` over the first `len` elements of the block last run.
+    fn register(&self, s: usize, len: usize) -> &[f64] {
+        &self.registers[s * BLOCK..s * BLOCK + len]
+    }
+}
+
+/// The elements `lo..hi` of an operand, `registers` holding the earlier steps'.
+fn lane<'r>(source: Source<'r>, registers: &'r [f64], lo: usize, hi: usize) -> Lane<'r> {
+    match source {
+        Source::One(x) => Lane::One(x),
+        Source::Many(data) => Lane::Many(&data[lo..hi]),
+        Source::Register(r) => Lane::Many(&registers[r * BLOCK..r * BLOCK + hi - lo]),
+    }
+}
+
+/// The elements of pending node `j`, laid out (the forward of its region, block by
+/// block, keeping only `j`'s values).
+pub(crate) fn evaluate(nodes: &[Node], j: usize) -> Tensor {
+    let cone = cone(nodes, j);
+    let mut program = Program::new(nodes, &cone);
+    let top = cone.len() - 1;
+    let n = nodes[j].len();
+    let mut v = buffer(n);
+    for lo in (0..n).step_by(BLOCK) {
+        let hi = (lo + BLOCK).min(n);
+        program.run(lo, hi);
+        v.extend_from_slice(program.register(top, hi - lo));
+    }
+    Tensor::from_parts(data_from_vec(v), nodes[j].shape().into())
+}
+
+/// `pairwise_sum` of pending node `j`'s elements without laying them out: the pairwise
+/// recursion down to pieces of at most [`BLOCK`] elements, each evaluated and summed as
+/// `pairwise_sum` sums that piece of the laid-out array (the recursion depends only on
+/// lengths), so the result is the same to the bit.
+pub(crate) fn sum(nodes: &[Node], j: usize) -> f64 {
+    let cone = cone(nodes, j);
+    let mut program = Program::new(nodes, &cone);
+    let top = cone.len() - 1;
+    fn piece(program: &mut Program<'_>, top: usize, lo: usize, n: usize) -> f64 {
+        if n <= BLOCK {
+            program.run(lo, lo + n);
+            pairwise(program.register(top, n))
+        } else {
+            let mut half = n / 2;
+            half -= half % 8;
+            piece(program, top, lo, half) + piece(program, top, lo + half, n - half)
+        }
+    }
+    0.0 + piece(&mut program, top, 0, nodes[j].len())
+}
+
+/// Who uses each node, for the region checks of the backward sweep: the consumers of
+/// node `j` (with one entry per use) are `list[start[j]..start[j + 1]]`, ascending.
+pub(crate) struct Consumers {
+    start: Vec<usize>,
+    list: Vec<usize>,
+}
+
+impl Consumers {
+    /// The consumers among nodes `0..=root` (later nodes never send a gradient).
+    pub(crate) fn new(nodes: &[Node], root: usize) -> Consumers {
+        let nodes = &nodes[..=root];
+        let mut start = vec![0usize; nodes.len() + 1];
+        for node in nodes {
+            for &j in &node.inputs {
+                start[j + 1] += 1;
+            }
+        }
+        for j in 0..nodes.len() {
+            start[j + 1] += start[j];
+        }
+        let mut fill = start.clone();
+        let mut list = vec![0; start[nodes.len()]];
+        for (c, node) in nodes.iter().enumerate() {
+            for &j in &node.inputs {
+                list[fill[j]] = c;
+                fill[j] += 1;
+            }
+        }
+        Consumers { start, list }
+    }
+
+    fn of(&self, j: usize) -> &[usize] {
+        &self.list[self.start[j]..self.start[j + 1]]
+    }
+}
+
+/// A gradient being summed over a fused region's backward, block by block, in the
+/// order the unfused sweep sums it.
+struct Sum {
+    /// The node whose gradient this is.
+    node: usize,
+    /// What the node's slot held before the region ran.
+    base: Base,
+    /// The elements so far: blocks before the current one in full, and the current
+    /// block's once a contribution has arrived (`Base::Full` holds them all from the
+    /// start).
+    data: Vec<f64>,
+    /// Whether a contribution has arrived in the current block.
+    started: bool,
+}
+
+enum Base {
+    Empty,
+    Scalar(f64),
+    Full,
+}
+
+impl Sum {
+    /// Add a contribution `c` for the block starting at `lo`: the first one of an empty
+    /// slot is copied (not added to 0, which would turn -0 into +0).
+    fn add(&mut self, lo: usize, c: &[f64]) {
+        if !self.started {
+            self.started = true;
+            match self.base {
+                Base::Empty => return self.data.extend_from_slice(c),
+                Base::Scalar(s) => return self.data.extend(c.iter().map(|&x| s + x)),
+                Base::Full => {}
+            }
+        }
+        let acc = &mut self.data[lo..lo + c.len()];
+        for (a, &x) in acc.iter_mut().zip(c) {
+            *a += x;
+        }
+    }
+}
+
+/// The backward of the region whose top is the pending node `top`, whose slot holds
+/// its gradient: gradients for the region's inputs, added to their slots. Returns false,
+/// having changed nothing, if the region cannot keep the unfused summation order; the
+/// sweep then takes `top` alone.
+pub(crate) fn backward(
+    nodes: &[Node],
+    slots: &mut [Slot],
+    consumers: &Consumers,
+    top: usize,
+) -> bool {
+    // The region: pending tracked nodes below `top` all of whose uses are in the region,
+    // so their gradients are complete once the region's are; decided from the top down
+    // (every consumer of a node has a larger index, so it is decided first).
+    let mut region = vec![top];
+    let mut candidates: Vec<usize> = nodes[top].inputs.to_vec();
+    while let Some(&j) = candidates.iter().max() {
+        candidates.retain(|&k| k != j);
+        let node = &nodes[j];
+        if node.is_pending()
+            && node.tracked
+            && consumers.of(j).iter().all(|c| region.contains(c))
+        {
+            region.push(j);
+            candidates.extend(node.inputs.iter().copied());
+        }
+    }
+    // `region` is descending (every node of it has `top`'s shape). Its inputs that
+    // receive a gradient: each must have the region's shape (a one-element operand's
+    // gradient is a sum), and no op outside the region may use it between the region's
+    // first use and `top`.
+    let mut inputs: Vec<usize> = Vec::new();
+    for &r in &region {
+        for &j in &nodes[r].inputs {
+            if nodes[j].tracked && !region.contains(&j) && !inputs.contains(&j) {
+                inputs.push(j);
+            }
+        }
+    }
+    let n = nodes[top].len();
+    for &j in &inputs {
+        // (`sum_to` between shapes of one length but different ranks is not a copy: it
+        // adds to 0, turning -0 into +0; the unfused step does that, so take it.)
+        if nodes[j].shape() != nodes[top].shape() {
+            return false;
+        }
+        let uses = consumers.of(j);
+        let first = uses.iter().copied().filter(|c| region.contains(c)).min();
+        let first = first.expect("a region input is used in the region");
+        if uses
+            .iter()
+            .any(|&c| c > first && c < top && !region.contains(&c))
+        {
+            return false;
+        }
+    }
+
+    // The gradient of `top` from its slot, as one number or `n`.
+    let upstream = match std::mem::take(&mut slots[top]).into_tensor() {
+        Some(t) if t.len() == 1 || t.len() == n => t,
+        Some(t) => t.broadcast_to(nodes[top].shape()),
+        None => return true,
+    };
+    let mut sums: Vec<Sum> = inputs
+        .iter()
+        .map(|&j| {
+            let (base, data) = match std::mem::take(&mut slots[j]).into_tensor() {
+                None => (Base::Empty, buffer(n)),
+                Some(t) if t.len() == 1 => (Base::Scalar(t.data()[0]), buffer(n)),
+                Some(t) => {
+                    let t = match t.len() == n {
+                        true => t,
+                        false => t.broadcast_to(nodes[j].shape()),
+                    };
+                    let mut data = buffer(n);
+                    data.extend_from_slice(t.data());
+                    (Base::Full, data)
+                }
+            };
+            Sum {
+                node: j,
+                base,
+                data,
+                started: false,
+            }
+        })
+        .collect();
+
+    let cone = cone(nodes, top);
+    let mut program = Program::new(nodes, &cone);
+    // Gradient registers of the region's nodes (by position in `region`), whether each
+    // has received a contribution in this block, and scratch for one op's contributions.
+    let mut grads = vec![0.0; region.len() * BLOCK];
+    let mut filled = vec![false; region.len()];
+    let mut scratch = vec![0.0; 2 * BLOCK];
+    for lo in (0..n).step_by(BLOCK) {
+        let hi = (lo + BLOCK).min(n);
+        let len = hi - lo;
+        program.run(lo, hi);
+        filled.iter_mut().for_each(|f| *f = false);
+        sums.iter_mut().for_each(|s| s.started = false);
+        match upstream.data() {
+            [u] => grads[..len].fill(*u),
+            up => grads[..len].copy_from_slice(&up[lo..hi]),
+        }
+        filled[0] = true;
+        for (at, &r) in region.iter().enumerate() {
+            let node = &nodes[r];
+            let s = program.step_of(r).expect("the region is in its cone");
+            let wanted = |k: usize| node.inputs.get(k).is_some_and(|&j| nodes[j].tracked);
+            let (ga, gb) = scratch.split_at_mut(BLOCK);
+            let g = [
+                wanted(0).then_some(&mut ga[..len]),
+                wanted(1).then_some(&mut gb[..len]),
+            ];
+            let (a, b) = (program.operand(s, 0, lo, hi), program.operand(s, 1, lo, hi));
+            let up = &grads[at * BLOCK..at * BLOCK + len];
+            node.op().backward_block(a, b, program.register(s, len), up, g);
+            for (k, &j) in node.inputs.iter().enumerate() {
+                if !nodes[j].tracked {
+                    continue;
+                }
+                let c = &scratch[k * BLOCK..k * BLOCK + len];
+                if let Some(into) = region.iter().position(|&q| q == j) {
+                    let acc = &mut grads[into * BLOCK..into * BLOCK + len];
+                    if filled[into] {
+                        acc.iter_mut().zip(c).for_each(|(a, &x)| *a += x);
+                    } else {
+                        acc.copy_from_slice(c);
+                        filled[into] = true;
+                    }
+                } else {
+                    let sum = sums.iter_mut().find(|s| s.node == j).expect("an input");
+                    sum.add(lo, c);
+                }
+            }
+        }
+    }
+    for sum in sums {
+        let shape = nodes[sum.node].shape().into();
+        let t = Tensor::from_parts(data_from_vec(sum.data), shape);
+        slots[sum.node] = Slot::Full(Box::new(t));
+    }
+    true
+}
+
+impl Node {
+    /// The element count of this node's value.
+    pub(crate) fn len(&self) -> usize {
+        match &self.value {
+            Value::Ready(t) => t.len(),
+            Value::Pending { len, .. } => *len,
+        }
+    }
+}
