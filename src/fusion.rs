@@ -46,7 +46,11 @@ pub(crate) fn defer(nodes: &mut [Node], inputs: &[usize]) -> Option<Value> {
         _ => return None,
     };
     let len = numel(&shape)?;
-    if len < 2 || inputs.iter().any(|&j| nodes[j].len() != 1 && nodes[j].len() != len) {
+    if len < 2
+        || inputs
+            .iter()
+            .any(|&j| nodes[j].len() != 1 && nodes[j].len() != len)
+    {
         return None;
     }
     let mut size = 1;
@@ -144,8 +148,16 @@ impl<'a> Program<'a> {
 
     /// Compute every step on the elements `lo..hi` (at most [`BLOCK`] of them).
     pub(crate) fn run(&mut self, lo: usize, hi: usize) {
+        self.run_only(lo, hi, None)
+    }
+
+    /// Compute the steps `needed` marks (every step for `None`) on `lo..hi`.
+    fn run_only(&mut self, lo: usize, hi: usize, needed: Option<&[bool]>) {
         let len = hi - lo;
         for (s, step) in self.steps.iter().enumerate() {
+            if needed.is_some_and(|needed| !needed[s]) {
+                continue;
+            }
             let (done, rest) = self.registers.split_at_mut(s * BLOCK);
             let [a, b] = step.operands;
             let (a, b) = (lane(a, done, lo, hi), lane(b, done, lo, hi));
@@ -246,16 +258,12 @@ impl Consumers {
     }
 }
 
-/// A gradient being summed over a fused region's backward, block by block, in the
-/// order the unfused sweep sums it.
+/// The gradient of a region input being summed over a fused region's backward, block
+/// by block, in the order the unfused sweep sums it.
 struct Sum {
-    /// The node whose gradient this is.
-    node: usize,
     /// What the node's slot held before the region ran.
     base: Base,
-    /// The elements so far: blocks before the current one in full, and the current
-    /// block's once a contribution has arrived (`Base::Full` holds them all from the
-    /// start).
+    /// The node's gradient: all `n` elements for a full base, else the blocks so far.
     data: Vec<f64>,
     /// Whether a contribution has arrived in the current block.
     started: bool,
@@ -268,22 +276,82 @@ enum Base {
 }
 
 impl Sum {
+    /// Whether the next contribution in this block can be written straight into `data`
+    /// (nothing to add it to yet but, perhaps, a number added after: [`Sum::landed`]).
+    fn fresh(&self) -> bool {
+        !self.started && !matches!(self.base, Base::Full)
+    }
+
+    /// Make room for the block `lo..hi` before its first contribution lands in it (the
+    /// blocks come in order): zeros written while the block is in cache, instead of a
+    /// pass zeroing all `n` elements first.
+    fn open(&mut self, hi: usize) {
+        if self.data.len() < hi {
+            self.data.resize(hi, 0.0);
+        }
+    }
+
+    /// A contribution was written straight into `data[lo..hi]`.
+    fn landed(&mut self, lo: usize, hi: usize) {
+        if let Base::Scalar(s) = self.base {
+            self.data[lo..hi].iter_mut().for_each(|x| *x = s + *x);
+        }
+        self.started = true;
+    }
+
     /// Add a contribution `c` for the block starting at `lo`: the first one of an empty
     /// slot is copied (not added to 0, which would turn -0 into +0).
     fn add(&mut self, lo: usize, c: &[f64]) {
-        if !self.started {
-            self.started = true;
-            match self.base {
-                Base::Empty => return self.data.extend_from_slice(c),
-                Base::Scalar(s) => return self.data.extend(c.iter().map(|&x| s + x)),
-                Base::Full => {}
-            }
+        let hi = lo + c.len();
+        if self.fresh() {
+            self.open(hi);
+            self.data[lo..hi].copy_from_slice(c);
+            return self.landed(lo, hi);
         }
-        let acc = &mut self.data[lo..lo + c.len()];
-        for (a, &x) in acc.iter_mut().zip(c) {
-            *a += x;
-        }
+        self.started = true;
+        add_into(&mut self.data[lo..hi], c);
     }
+}
+
+/// Where `backward_block` writes one operand's contribution over the block `lo..hi`.
+fn place<'a>(
+    plan: Plan,
+    taken: &'a mut [f64],
+    scratch: &'a mut [f64],
+    lo: usize,
+    hi: usize,
+) -> Option<&'a mut [f64]> {
+    match plan {
+        Plan::Skip => None,
+        Plan::Direct(Target::Region(_)) => Some(&mut taken[..hi - lo]),
+        Plan::Direct(Target::Input(_)) => Some(&mut taken[lo..hi]),
+        Plan::Add(_) => Some(&mut scratch[..hi - lo]),
+    }
+}
+
+/// `acc[i] += c[i]`.
+fn add_into(acc: &mut [f64], c: &[f64]) {
+    acc.iter_mut().zip(c).for_each(|(a, &x)| *a += x);
+}
+
+/// Where an operand's gradient contribution goes in a fused backward.
+#[derive(Clone, Copy, PartialEq)]
+enum Target {
+    /// The gradient register of the region node at this position of the region.
+    Region(usize),
+    /// The [`Sum`] of the region input at this position of the inputs.
+    Input(usize),
+}
+
+/// How one operand's contribution is written over a block.
+#[derive(Clone, Copy)]
+enum Plan {
+    /// Not wanted (an untracked operand, or a one-input op's second).
+    Skip,
+    /// Straight into the target, which has nothing to add it to.
+    Direct(Target),
+    /// Into scratch, then added to the target.
+    Add(Target),
 }
 
 /// The backward of the region whose top is the pending node `top`, whose slot holds
@@ -304,10 +372,7 @@ pub(crate) fn backward(
     while let Some(&j) = candidates.iter().max() {
         candidates.retain(|&k| k != j);
         let node = &nodes[j];
-        if node.is_pending()
-            && node.tracked
-            && consumers.of(j).iter().all(|c| region.contains(c))
-        {
+        if node.is_pending() && node.tracked && consumers.of(j).iter().all(|c| region.contains(c)) {
             region.push(j);
             candidates.extend(node.inputs.iter().copied());
         }
@@ -365,68 +430,150 @@ pub(crate) fn backward(
                 }
             };
             Sum {
-                node: j,
                 base,
                 data,
                 started: false,
             }
         })
         .collect();
+    // Where each operand of each region node sends its gradient.
+    let target = |j: usize| match region.iter().position(|&q| q == j) {
+        Some(q) => Target::Region(q),
+        None => Target::Input(inputs.iter().position(|&x| x == j).expect("an input")),
+    };
+    let targets: Vec<[Option<Target>; 2]> = region
+        .iter()
+        .map(|&r| {
+            let ins = &nodes[r].inputs;
+            let t = |k: usize| {
+                ins.get(k)
+                    .filter(|&&j| nodes[j].tracked)
+                    .map(|&j| target(j))
+            };
+            [t(0), t(1)]
+        })
+        .collect();
 
     let cone = cone(nodes, top);
     let mut program = Program::new(nodes, &cone);
+    let steps: Vec<usize> = region
+        .iter()
+        .map(|&r| program.step_of(r).expect("the region is in its cone"))
+        .collect();
+    // The values the backward rules read, and what computing them needs (the steps
+    // are in topological order, so one pass from the last step down closes the set).
+    let mut needed = vec![false; program.steps.len()];
+    for (&r, &s) in region.iter().zip(&steps) {
+        let op = nodes[r].op();
+        needed[s] |= op.reads_out();
+        if op.reads_operands() {
+            for k in 0..2 {
+                if let Source::Register(q) = program.steps[s].operands[k] {
+                    needed[q] = true;
+                }
+            }
+        }
+    }
+    for s in (0..needed.len()).rev() {
+        if needed[s] {
+            for k in 0..2 {
+                if let Source::Register(q) = program.steps[s].operands[k] {
+                    needed[q] = true;
+                }
+            }
+        }
+    }
     // Gradient registers of the region's nodes (by position in `region`), whether each
     // has received a contribution in this block, and scratch for one op's contributions.
-    let mut grads = vec![0.0; region.len() * BLOCK];
+    let mut grads: Vec<Vec<f64>> = region.iter().map(|_| vec![0.0; BLOCK]).collect();
     let mut filled = vec![false; region.len()];
     let mut scratch = vec![0.0; 2 * BLOCK];
     for lo in (0..n).step_by(BLOCK) {
         let hi = (lo + BLOCK).min(n);
         let len = hi - lo;
-        program.run(lo, hi);
+        program.run_only(lo, hi, Some(&needed));
         filled.iter_mut().for_each(|f| *f = false);
         sums.iter_mut().for_each(|s| s.started = false);
-        match upstream.data() {
-            [u] => grads[..len].fill(*u),
-            up => grads[..len].copy_from_slice(&up[lo..hi]),
-        }
         filled[0] = true;
         for (at, &r) in region.iter().enumerate() {
-            let node = &nodes[r];
-            let s = program.step_of(r).expect("the region is in its cone");
-            let wanted = |k: usize| node.inputs.get(k).is_some_and(|&j| nodes[j].tracked);
-            let (ga, gb) = scratch.split_at_mut(BLOCK);
-            let g = [
-                wanted(0).then_some(&mut ga[..len]),
-                wanted(1).then_some(&mut gb[..len]),
-            ];
-            let (a, b) = (program.operand(s, 0, lo, hi), program.operand(s, 1, lo, hi));
-            let up = &grads[at * BLOCK..at * BLOCK + len];
-            node.op().backward_block(a, b, program.register(s, len), up, g);
-            for (k, &j) in node.inputs.iter().enumerate() {
-                if !nodes[j].tracked {
-                    continue;
-                }
-                let c = &scratch[k * BLOCK..k * BLOCK + len];
-                if let Some(into) = region.iter().position(|&q| q == j) {
-                    let acc = &mut grads[into * BLOCK..into * BLOCK + len];
-                    if filled[into] {
-                        acc.iter_mut().zip(c).for_each(|(a, &x)| *a += x);
-                    } else {
-                        acc.copy_from_slice(c);
-                        filled[into] = true;
-                    }
+            let s = steps[at];
+            // Plan both operands: straight into a target with nothing in it yet, else
+            // via scratch (so the second operand of `x * x` adds to what the first wrote).
+            let mut plan = [Plan::Skip; 2];
+            for k in 0..2 {
+                let Some(t) = targets[at][k] else { continue };
+                let fresh = match t {
+                    Target::Region(q) => !filled[q],
+                    Target::Input(x) => sums[x].fresh(),
+                };
+                let again = k == 1 && matches!(plan[0], Plan::Direct(t0) if t0 == t);
+                plan[k] = if fresh && !again {
+                    Plan::Direct(t)
                 } else {
-                    let sum = sums.iter_mut().find(|s| s.node == j).expect("an input");
-                    sum.add(lo, c);
+                    Plan::Add(t)
+                };
+            }
+            // Direct targets are moved out for the call (no copy), and back after.
+            let mut taken: [Vec<f64>; 2] = Default::default();
+            for k in 0..2 {
+                match plan[k] {
+                    Plan::Direct(Target::Region(q)) => taken[k] = std::mem::take(&mut grads[q]),
+                    Plan::Direct(Target::Input(x)) => {
+                        sums[x].open(hi);
+                        taken[k] = std::mem::take(&mut sums[x].data)
+                    }
+                    _ => {}
+                }
+            }
+            let up = std::mem::take(&mut grads[at]);
+            {
+                let (sa, sb) = scratch.split_at_mut(BLOCK);
+                let [ta, tb] = &mut taken;
+                let g = [
+                    place(plan[0], ta, sa, lo, hi),
+                    place(plan[1], tb, sb, lo, hi),
+                ];
+                let (a, b) = (program.operand(s, 0, lo, hi), program.operand(s, 1, lo, hi));
+                let out = program.register(s, len);
+                // The top's upstream straight from its slot (one number, or `n`).
+                let up = match (at, upstream.data()) {
+                    (0, [u]) => Lane::One(*u),
+                    (0, all) => Lane::Many(&all[lo..hi]),
+                    _ => Lane::Many(&up[..len]),
+                };
+                nodes[r].op().backward_block(a, b, out, up, g);
+            }
+            grads[at] = up;
+            for (k, taken) in taken.into_iter().enumerate() {
+                match plan[k] {
+                    Plan::Skip => {}
+                    Plan::Direct(Target::Region(q)) => {
+                        grads[q] = taken;
+                        filled[q] = true;
+                    }
+                    Plan::Direct(Target::Input(x)) => {
+                        sums[x].data = taken;
+                        sums[x].landed(lo, hi);
+                    }
+                    Plan::Add(t) => {
+                        let c = &scratch[k * BLOCK..k * BLOCK + len];
+                        match t {
+                            Target::Region(q) if filled[q] => add_into(&mut grads[q][..len], c),
+                            Target::Region(q) => {
+                                grads[q][..len].copy_from_slice(c);
+                                filled[q] = true;
+                            }
+                            Target::Input(x) => sums[x].add(lo, c),
+                        }
+                    }
                 }
             }
         }
     }
-    for sum in sums {
-        let shape = nodes[sum.node].shape().into();
+    for (&j, sum) in inputs.iter().zip(sums) {
+        let shape = nodes[j].shape().into();
         let t = Tensor::from_parts(data_from_vec(sum.data), shape);
-        slots[sum.node] = Slot::Full(Box::new(t));
+        slots[j] = Slot::Full(Box::new(t));
     }
     true
 }

@@ -10,8 +10,8 @@
 
 use crate::fusion;
 use crate::tensor::{Shape, Tensor, broadcast_shapes, zip_into};
-use std::borrow::Cow;
 use smallvec::SmallVec;
+use std::borrow::Cow;
 use std::cell::{Ref, RefCell, RefMut};
 use std::fmt;
 use std::panic::Location;
@@ -58,11 +58,27 @@ pub(crate) trait Op {
     fn forward_block(&self, _a: Lane<'_>, _b: Lane<'_>, _out: &mut [f64]) {
         unreachable!("forward_block of an op that is not fusible")
     }
-    /// The gradient contributions of the operands over one block, written to `ga` and
-    /// `gb` where given: exactly what `backward` computes for those elements, given the
-    /// operands, the output `out` and the upstream `up` there.
-    fn backward_block(&self, _a: Lane<'_>, _b: Lane<'_>, _out: &[f64], _up: &[f64], _g: Wanted<'_>) {
+    /// The gradient contributions of the operands over one block, written to `g[0]` and
+    /// `g[1]` where given (each as long as the block): exactly what `backward` computes
+    /// for those elements, given the operands, the output `out` and the upstream `up`.
+    fn backward_block(
+        &self,
+        _a: Lane<'_>,
+        _b: Lane<'_>,
+        _out: &[f64],
+        _up: Lane<'_>,
+        _g: Wanted<'_>,
+    ) {
         unreachable!("backward_block of an op that is not fusible")
+    }
+    /// Whether `backward_block` reads the operands (not for add, sub, neg).
+    fn reads_operands(&self) -> bool {
+        true
+    }
+    /// Whether `backward_block` reads the output `out` (else `out` may be left
+    /// uncomputed, and the rule is given NaN for it).
+    fn reads_out(&self) -> bool {
+        true
     }
     /// For a reduction whose value depends on its one input only through the input's
     /// pairwise sum (`sum`, `mean`): the value from that sum and the input's length. A
@@ -613,7 +629,8 @@ impl<'t> Var<'t> {
             if node.is_pending() {
                 // The top of a fused region: its whole backward in one pass, unless
                 // that would change the order gradients are summed in.
-                let consumers = consumers.get_or_insert_with(|| fusion::Consumers::new(&nodes, root));
+                let consumers =
+                    consumers.get_or_insert_with(|| fusion::Consumers::new(&nodes, root));
                 if matches!(slots[i], Slot::Empty)
                     || fusion::backward(&nodes, &mut slots, consumers, i)
                 {

@@ -8,6 +8,7 @@ use crate::tape::Var;
 struct Add;
 impl PerElement for Add {
     const NAME: &'static str = "add";
+    const READS_OUT: bool = false;
     const UPSTREAM_ONLY: bool = true;
     fn value(&self, a: f64, b: f64) -> f64 {
         a + b
@@ -22,6 +23,7 @@ operator!(Add, add, Add);
 struct Sub;
 impl PerElement for Sub {
     const NAME: &'static str = "sub";
+    const READS_OUT: bool = false;
     const UPSTREAM_ONLY: bool = true;
     fn value(&self, a: f64, b: f64) -> f64 {
         a - b
@@ -36,6 +38,7 @@ operator!(Sub, sub, Sub);
 struct Mul;
 impl PerElement for Mul {
     const NAME: &'static str = "mul";
+    const READS_OUT: bool = false;
     fn value(&self, a: f64, b: f64) -> f64 {
         a * b
     }
@@ -65,6 +68,7 @@ operator!(Div, div, Div);
 struct Neg;
 impl PerElement for Neg {
     const NAME: &'static str = "neg";
+    const READS_OUT: bool = false;
     const UPSTREAM_ONLY: bool = true;
     fn value(&self, a: f64, _: f64) -> f64 {
         -a
@@ -107,6 +111,7 @@ impl<'t> Var<'t> {
 struct Ln;
 impl PerElement for Ln {
     const NAME: &'static str = "ln";
+    const READS_OUT: bool = false;
     fn value(&self, a: f64, _: f64) -> f64 {
         a.ln()
     }
@@ -174,6 +179,7 @@ fn select<const TIE: u8>(a_wins: bool, b_wins: bool, u: f64) -> [f64; 2] {
 struct Max<const TIE: u8>;
 impl<const TIE: u8> PerElement for Max<TIE> {
     const NAME: &'static str = "max";
+    const READS_OUT: bool = false;
     fn value(&self, a: f64, b: f64) -> f64 {
         if a.is_nan() || a > b { a } else { b }
     }
@@ -186,6 +192,7 @@ impl<const TIE: u8> PerElement for Max<TIE> {
 struct Min<const TIE: u8>;
 impl<const TIE: u8> PerElement for Min<TIE> {
     const NAME: &'static str = "min";
+    const READS_OUT: bool = false;
     fn value(&self, a: f64, b: f64) -> f64 {
         if a.is_nan() || a < b { a } else { b }
     }
@@ -311,6 +318,7 @@ assign!(DivAssign, div_assign, /);
 struct Abs;
 impl PerElement for Abs {
     const NAME: &'static str = "abs";
+    const READS_OUT: bool = false;
     fn value(&self, a: f64, _: f64) -> f64 {
         a.abs()
     }
@@ -362,6 +370,7 @@ impl<'t> Var<'t> {
 struct Powf(f64);
 impl PerElement for Powf {
     const NAME: &'static str = "powf";
+    const READS_OUT: bool = false;
     fn value(&self, a: f64, _: f64) -> f64 {
         a.powf(self.0)
     }
@@ -438,6 +447,7 @@ impl<'t> Var<'t> {
 struct Relu;
 impl PerElement for Relu {
     const NAME: &'static str = "relu";
+    const READS_OUT: bool = false;
     fn value(&self, a: f64, _: f64) -> f64 {
         // np.maximum(a, 0): NaN stays NaN, and -0.0 gives 0.0 (numpy returns b at a tie).
         if a.is_nan() || a > 0.0 { a } else { 0.0 }
@@ -460,6 +470,7 @@ impl<'t> Var<'t> {
 struct Log1p;
 impl PerElement for Log1p {
     const NAME: &'static str = "log1p";
+    const READS_OUT: bool = false;
     fn value(&self, a: f64, _: f64) -> f64 {
         a.ln_1p()
     }
@@ -480,6 +491,7 @@ impl<'t> Var<'t> {
 struct Softplus;
 impl PerElement for Softplus {
     const NAME: &'static str = "softplus";
+    const READS_OUT: bool = false;
     fn value(&self, a: f64, _: f64) -> f64 {
         // max(a, 0) + ln(1 + e^-|a|): no overflow, and exact at the infinities.
         let positive = if a > 0.0 { a } else { 0.0 };
@@ -507,6 +519,7 @@ impl<'t> Var<'t> {
 struct Sin;
 impl PerElement for Sin {
     const NAME: &'static str = "sin";
+    const READS_OUT: bool = false;
     fn value(&self, a: f64, _: f64) -> f64 {
         a.sin()
     }
@@ -526,6 +539,7 @@ impl<'t> Var<'t> {
 struct Cos;
 impl PerElement for Cos {
     const NAME: &'static str = "cos";
+    const READS_OUT: bool = false;
     fn value(&self, a: f64, _: f64) -> f64 {
         a.cos()
     }

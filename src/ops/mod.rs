@@ -34,6 +34,9 @@ pub(crate) trait PerElement: 'static {
     /// Whether the gradients depend on the upstream element alone (add, sub, neg): then
     /// a uniform upstream gives uniform gradients, kept as one number.
     const UPSTREAM_ONLY: bool = false;
+    /// Whether `grad` reads the output `out` (`false` lets a fused backward skip
+    /// recomputing the value; a rule whose `grad` names `out` must leave it `true`).
+    const READS_OUT: bool = true;
     /// The output element from the input elements (`b` is 0 for a one-input op).
     fn value(&self, a: f64, b: f64) -> f64;
     /// The gradients of `a` and `b` (the second ignored for a one-input op), given the
@@ -99,6 +102,14 @@ impl<R: PerElement> Op for Elementwise<R> {
         true
     }
 
+    fn reads_operands(&self) -> bool {
+        !R::UPSTREAM_ONLY
+    }
+
+    fn reads_out(&self) -> bool {
+        R::READS_OUT
+    }
+
     fn forward_block(&self, a: Lane<'_>, b: Lane<'_>, out: &mut [f64]) {
         let rule = &self.0;
         match (a, b) {
@@ -109,13 +120,17 @@ impl<R: PerElement> Op for Elementwise<R> {
         }
     }
 
-    fn backward_block(&self, a: Lane<'_>, b: Lane<'_>, out: &[f64], up: &[f64], g: Wanted<'_>) {
+    fn backward_block(&self, a: Lane<'_>, b: Lane<'_>, out: &[f64], up: Lane<'_>, g: Wanted<'_>) {
         let rule = &self.0;
-        match (a, b) {
-            (Lane::One(a), Lane::One(b)) => block_grads(rule, a, b, out, up, g),
-            (Lane::One(a), Lane::Many(b)) => block_grads(rule, a, b, out, up, g),
-            (Lane::Many(a), Lane::One(b)) => block_grads(rule, a, b, out, up, g),
-            (Lane::Many(a), Lane::Many(b)) => block_grads(rule, a, b, out, up, g),
+        match (a, b, up) {
+            (Lane::One(a), Lane::One(b), Lane::One(u)) => block_grads(rule, a, b, out, u, g),
+            (Lane::One(a), Lane::One(b), Lane::Many(u)) => block_grads(rule, a, b, out, u, g),
+            (Lane::One(a), Lane::Many(b), Lane::One(u)) => block_grads(rule, a, b, out, u, g),
+            (Lane::One(a), Lane::Many(b), Lane::Many(u)) => block_grads(rule, a, b, out, u, g),
+            (Lane::Many(a), Lane::One(b), Lane::One(u)) => block_grads(rule, a, b, out, u, g),
+            (Lane::Many(a), Lane::One(b), Lane::Many(u)) => block_grads(rule, a, b, out, u, g),
+            (Lane::Many(a), Lane::Many(b), Lane::One(u)) => block_grads(rule, a, b, out, u, g),
+            (Lane::Many(a), Lane::Many(b), Lane::Many(u)) => block_grads(rule, a, b, out, u, g),
         }
     }
 
@@ -249,15 +264,26 @@ fn block_grads<R: PerElement>(
     a: impl Source,
     b: impl Source,
     out: &[f64],
-    up: &[f64],
+    up: impl Source,
     g: Wanted<'_>,
 ) {
-    let n = out.len();
-    let (a, b, up) = (a.first(n), b.first(n), &up[..n]);
-    let grad = move |i: usize| rule.grad(a.at(i), b.at(i), out[i], up[i]);
+    let n = g.iter().flatten().map(|g| g.len()).next().unwrap_or(0);
+    let (a, b, up) = (a.first(n), b.first(n), up.first(n));
+    // `out` is not recomputed for a rule that does not read it (then it is not `n` long).
+    let out = if R::READS_OUT { &out[..n] } else { out };
+    let grad = move |i: usize| {
+        let o = if R::READS_OUT { out[i] } else { f64::NAN };
+        rule.grad(a.at(i), b.at(i), o, up.at(i))
+    };
     match g {
-        [Some(ga), None] => ga[..n].iter_mut().enumerate().for_each(|(i, g)| *g = grad(i)[0]),
-        [None, Some(gb)] => gb[..n].iter_mut().enumerate().for_each(|(i, g)| *g = grad(i)[1]),
+        [Some(ga), None] => ga[..n]
+            .iter_mut()
+            .enumerate()
+            .for_each(|(i, g)| *g = grad(i)[0]),
+        [None, Some(gb)] => gb[..n]
+            .iter_mut()
+            .enumerate()
+            .for_each(|(i, g)| *g = grad(i)[1]),
         [Some(ga), Some(gb)] => {
             let (ga, gb) = (&mut ga[..n], &mut gb[..n]);
             for i in 0..n {
