@@ -99,6 +99,17 @@ pub fn bit_difference(got: &tapegrad::Tensor, want: &tapegrad::Tensor) -> Option
     ))
 }
 
+/// Whether numpy's `-t / n` (the seed's closed-form hinge gradient) and the tape's chain
+/// rule `(-(1 / n)) * t` round alike.
+///
+/// Reverse mode differentiates `sum / n` first (giving the rounded `1 / n`) and
+/// multiplies by `t` later, two roundings where numpy has one. They agree for +-1
+/// labels, powers of two, 0, inf and n a power of two, but not always (e.g. n = 50).
+pub fn scaling_is_exact(t: f64, n: f64) -> bool {
+    let (numpy, chain) = (-t / n, -(1.0 / n) * t);
+    numpy == chain || (numpy.is_nan() && chain.is_nan())
+}
+
 /// Every element [`same`], listing both slices on failure.
 #[track_caller]
 pub fn assert_same(got: &[f64], want: &[f64], what: &str) {
