@@ -1,0 +1,574 @@
+//! Fusion changes no bit: a fused tape ([`Tape::new`], which records chains of
+//! elementwise ops lazily and evaluates them block by block) gives the same values and
+//! gradients as an unfused one ([`Tape::unfused`], every op computed as it is recorded),
+//! bit for bit ([`same_bits`]: NaN matches any NaN, +0 and -0 differ) and shape for
+//! shape. Every graph here is built by one function that takes the tape, once on each.
+//!
+//! - The op table (`tests/common/ops.rs`), row by row: every op on operands of several
+//!   shapes (broadcast pairs, rank 0, sizes past 1024) holding special values, ties and
+//!   kinks, as leaves (tracked or not) and as intermediate results (`x * 1.5`,
+//!   `x.exp()`), the binary ops also with an `f64` on either side and with one node on
+//!   both; each output summed, seeded with `backward_with`, or fed into a further chain.
+
+mod common;
+
+use common::ops::{Arg, Domain, Form, OPS, Op, Rule, op};
+use common::{
+    Rng, SPECIALS, UNARY_SPECIALS, bit_difference, broadcast_offset, same_bits,
+    try_broadcast_shape, unravel,
+};
+use tapegrad::{Tape, Tensor, Var};
+
+// ---- the comparison -------------------------------------------------------------------
+
+/// What a graph gave on one tape: every value read and the gradient of every tracked
+/// leaf, each labelled.
+#[derive(Default)]
+struct Outcome {
+    values: Vec<(String, Tensor)>,
+    grads: Vec<(String, Tensor)>,
+}
+
+impl Outcome {
+    fn value(&mut self, what: impl Into<String>, v: Var<'_>) {
+        self.values.push((what.into(), v.value()));
+    }
+}
+
+/// Every difference between the fused and the unfused outcome, one line each.
+fn differences(fused: &Outcome, unfused: &Outcome) -> Vec<String> {
+    let mut out = Vec::new();
+    for (kind, f, u) in [
+        ("value", &fused.values, &unfused.values),
+        ("gradient", &fused.grads, &unfused.grads),
+    ] {
+        let labels = |list: &[(String, Tensor)]| list.iter().map(|x| x.0.clone()).collect();
+        let (fl, ul): (Vec<String>, Vec<String>) = (labels(f), labels(u));
+        assert_eq!(fl, ul, "test bug: the two tapes read different {kind}s");
+        for ((what, f), (_, u)) in f.iter().zip(u) {
+            if let Some(d) = bit_difference(f, u) {
+                out.push(format!("{kind} of {what}: fused {d}"));
+            }
+        }
+    }
+    out
+}
+
+/// `graph` built on a fused and on an unfused tape: every difference between the two.
+fn fused_vs_unfused(graph: impl Fn(&Tape) -> Outcome) -> Vec<String> {
+    let (fused, unfused) = (Tape::new(), Tape::unfused());
+    assert!(fused.is_fused() && !unfused.is_fused());
+    differences(&graph(&fused), &graph(&unfused))
+}
+
+/// The comparison is between the two engines, not one engine twice.
+#[test]
+fn tape_new_fuses_and_tape_unfused_does_not() {
+    assert!(Tape::new().is_fused());
+    assert!(Tape::default().is_fused());
+    assert!(!Tape::unfused().is_fused());
+}
+
+/// A difference in one value or one gradient is reported, with its label.
+#[test]
+fn differences_finds_one_flipped_sign_of_zero_and_passes_nan_for_nan() {
+    let outcome = |zero: f64, nan: f64| Outcome {
+        values: vec![("y".into(), Tensor::from(vec![1.0, nan]))],
+        grads: vec![("x".into(), Tensor::from(vec![zero, 2.0]))],
+    };
+    let other_nan = f64::from_bits(f64::NAN.to_bits() ^ 1);
+    assert!(other_nan.is_nan());
+    assert!(differences(&outcome(0.0, f64::NAN), &outcome(0.0, other_nan)).is_empty());
+    let found = differences(&outcome(-0.0, f64::NAN), &outcome(0.0, f64::NAN));
+    assert_eq!(found.len(), 1, "{found:?}");
+    assert!(
+        found[0].starts_with("gradient of x: fused element 0"),
+        "{found:?}"
+    );
+}
+
+// ---- values for operands --------------------------------------------------------------
+
+/// Values a few elements of a lane or pair share, so that max and min tie.
+const TIES: [f64; 3] = [-1.0, 0.5, 2.0];
+
+/// A tensor of `shape`: about a quarter of its elements from `specials`, a quarter from
+/// [`TIES`], the rest from `domain` (`±[0.5, 3)`, or positive).
+fn operand(rng: &mut Rng, shape: &[usize], specials: &[f64], domain: Domain) -> Tensor {
+    let n = shape.iter().product();
+    let data = (0..n)
+        .map(|_| match rng.next_u64() % 4 {
+            0 => specials[(rng.next_u64() % specials.len() as u64) as usize],
+            1 => TIES[(rng.next_u64() % 3) as usize],
+            _ => domain.pick(rng.uniform(0.5, 3.0), rng.next_u64() & 1 == 0),
+        })
+        .collect();
+    Tensor::new(data, shape).unwrap()
+}
+
+/// The finite ones of `specials` (±0, ±1, 2, ...: zeros and kinks without NaN or inf).
+fn finite(specials: &[f64]) -> Vec<f64> {
+    specials.iter().copied().filter(|v| v.is_finite()).collect()
+}
+
+/// The operands of `shape` a case takes: one with `specials`, and for more than 64
+/// elements also one with only the finite specials (a NaN or inf among thousands of
+/// elements makes every sum over them NaN, which would hide any error in the sum).
+fn operands(rng: &mut Rng, shape: &[usize], specials: &[f64], domain: Domain) -> Vec<Tensor> {
+    let mut out = vec![operand(rng, shape, specials, domain)];
+    if shape.iter().product::<usize>() > 64 {
+        out.push(operand(rng, shape, &finite(specials), domain));
+    }
+    out
+}
+
+/// `b` with its first and about half of its other elements replaced by the element of
+/// `a` the broadcast puts next to it: ties for max and min, whatever the shapes.
+fn tied_with(rng: &mut Rng, a: &Tensor, b: Tensor) -> Tensor {
+    let out = try_broadcast_shape(a.shape(), b.shape()).expect("test bug: no broadcast");
+    let mut data = b.data().to_vec();
+    for (j, v) in data.iter_mut().enumerate() {
+        if j == 0 || rng.next_u64() & 1 == 0 {
+            let mut index = vec![0; out.len() - b.shape().len()];
+            index.extend(unravel(j, b.shape()));
+            *v = a.data()[broadcast_offset(&index, a.shape())];
+        }
+    }
+    Tensor::new(data, b.shape()).unwrap()
+}
+
+/// An upstream gradient of `shape`: mostly numbers in `[-2, 2)`, also ±0 and 1, and in
+/// seeds of up to 64 elements now and then inf or NaN (in a larger one, they would make
+/// the gradient of every broadcast operand NaN).
+fn seed(rng: &mut Rng, shape: &[usize]) -> Tensor {
+    let n = shape.iter().product();
+    let small = n <= 64;
+    let data = (0..n)
+        .map(|_| match rng.next_u64() % 64 {
+            0 if small => f64::INFINITY,
+            1 if small => f64::NAN,
+            2..=9 => 0.0,
+            10..=13 => -0.0,
+            14..=17 => 1.0,
+            _ => rng.uniform(-2.0, 2.0),
+        })
+        .collect();
+    Tensor::new(data, shape).unwrap()
+}
+
+// ---- 1. every row of the op table -----------------------------------------------------
+
+/// How an operand of the op under test is made from its leaf.
+#[derive(Clone, Copy, Debug)]
+enum Via {
+    /// The leaf itself.
+    Leaf,
+    /// `leaf * 1.5`: an intermediate result, so the op extends a chain.
+    Scaled,
+    /// `leaf.exp()`.
+    Exp,
+}
+
+const VIAS: [Via; 3] = [Via::Leaf, Via::Scaled, Via::Exp];
+
+/// An operand of the op under test.
+#[derive(Clone, Debug)]
+enum Input {
+    /// A leaf (`Tape::var` if tracked, else `Tape::constant`), through `via`.
+    Leaf { x: Tensor, tracked: bool, via: Via },
+    /// A plain `f64` (a binary op's `var_f64` or `f64_var`).
+    Number(f64),
+    /// The node of the first input again: one node on both sides.
+    First,
+}
+
+/// What is done with the op's output `y`.
+#[derive(Clone, Copy, Debug)]
+enum Ending {
+    /// `y.sum().backward()`: one number upstream, kept unexpanded; values read after.
+    Sum,
+    /// `y.backward_with(seed)`, `y` read before the sweep as well as after.
+    Seed,
+    /// `(y * y.tanh()).sum().backward()`: `y` has two consumers and the chain goes on.
+    Chain,
+}
+
+const ENDINGS: [Ending; 3] = [Ending::Sum, Ending::Seed, Ending::Chain];
+
+/// The op of `row` on `inputs` with `arg`, ended by `ending`, on `tape`.
+fn row_graph(tape: &Tape, row: &Op, arg: &Arg, inputs: &[Input], ending: Ending) -> Outcome {
+    let mut out = Outcome::default();
+    let (mut operands, mut leaves) = (Vec::new(), Vec::new());
+    let mut number = None;
+    for (k, input) in inputs.iter().enumerate() {
+        match input {
+            Input::Leaf { x, tracked, via } => {
+                let leaf = match tracked {
+                    true => tape.var(x.clone()),
+                    false => tape.constant(x.clone()),
+                };
+                if *tracked {
+                    leaves.push((k, leaf));
+                }
+                operands.push(match via {
+                    Via::Leaf => leaf,
+                    Via::Scaled => leaf * 1.5,
+                    Via::Exp => leaf.exp(),
+                });
+            }
+            Input::Number(c) => number = Some((k, *c)),
+            Input::First => operands.push(operands[0]),
+        }
+    }
+    let y = match (&row.rule, number) {
+        (Rule::Binary(rule), Some((0, c))) => (rule.f64_var)(c, operands[0]),
+        (Rule::Binary(rule), Some((_, c))) => (rule.var_f64)(operands[0], c),
+        (_, None) => row.apply(&operands, arg),
+        _ => panic!("test bug: a number for {}", row.name),
+    };
+    let grads = match ending {
+        Ending::Sum => y.sum().backward(),
+        Ending::Seed => {
+            out.value("y before backward", y);
+            let mut rng = Rng(y.shape().iter().product::<usize>() as u64);
+            y.backward_with(seed(&mut rng, &y.shape()))
+        }
+        Ending::Chain => {
+            let z = y * y.tanh();
+            let grads = z.sum().backward();
+            out.value("y * y.tanh()", z);
+            grads
+        }
+    };
+    out.value("y", y);
+    for (k, &v) in operands.iter().enumerate() {
+        out.value(format!("operand {k}"), v);
+    }
+    for (k, leaf) in leaves {
+        out.grads
+            .push((format!("input {k}"), grads.wrt(leaf).clone()));
+    }
+    out
+}
+
+/// Shapes of the one operand of an elementwise op, and of a reduction's input.
+const SHAPES: &[&[usize]] = &[&[], &[1], &[7], &[3, 4], &[2, 3, 2], &[1025], &[3, 700]];
+
+/// Operand shapes of a binary op: equal, broadcast either way, with rank 0, past 1024.
+const PAIRS: &[(&[usize], &[usize])] = &[
+    (&[], &[]),
+    (&[5], &[]),
+    (&[], &[5]),
+    (&[3, 4], &[4]),
+    (&[4], &[3, 4]),
+    (&[3, 1], &[1, 4]),
+    (&[1, 4], &[3, 1]),
+    (&[3, 4], &[3, 4]),
+    (&[2, 3, 4], &[3, 1]),
+    (&[1025], &[1025]),
+    (&[2049], &[]),
+    (&[3, 1], &[3, 700]),
+];
+
+/// The `f64` operands of binary ops: every special value, and 0.5.
+fn numbers() -> Vec<f64> {
+    SPECIALS.iter().copied().chain([0.5]).collect()
+}
+
+/// Every way to make one operand: each [`Via`], tracked or not.
+fn leaf_inputs(x: &Tensor) -> Vec<Input> {
+    let mut out = Vec::new();
+    for via in VIAS {
+        for tracked in [true, false] {
+            out.push(Input::Leaf {
+                x: x.clone(),
+                tracked,
+                via,
+            });
+        }
+    }
+    out
+}
+
+/// Every combination of [`leaf_inputs`] for the tensors `x` (one or two).
+fn combinations(x: &[Tensor]) -> Vec<Vec<Input>> {
+    match x {
+        [a] => leaf_inputs(a).into_iter().map(|i| vec![i]).collect(),
+        [a, b] => {
+            let mut out = Vec::new();
+            for i in leaf_inputs(a) {
+                for j in leaf_inputs(b) {
+                    out.push(vec![i.clone(), j]);
+                }
+            }
+            out
+        }
+        _ => panic!("test bug: {} operands", x.len()),
+    }
+}
+
+/// The operands the cases of an op on tensors take, by its form, with the arg of each.
+fn tensor_cases(rng: &mut Rng, form: Form) -> Vec<(Arg, Vec<Tensor>)> {
+    let mut x = |shape: &[usize]| operands(rng, shape, &SPECIALS, Domain::Signed);
+    let ranked: &[&[usize]] = &[&[7], &[3, 4], &[2, 3, 2], &[1, 5], &[1025], &[3, 700]];
+    let mut out = Vec::new();
+    match form {
+        Form::Reduce | Form::Transpose => {
+            for shape in SHAPES {
+                out.extend(x(shape).into_iter().map(|x| (Arg::None, vec![x])));
+            }
+        }
+        Form::Axis | Form::AlongAxis => {
+            for shape in ranked {
+                for axis in 0..shape.len() {
+                    out.extend(x(shape).into_iter().map(|x| (Arg::Axis(axis), vec![x])));
+                }
+            }
+        }
+        Form::Reshape => {
+            let pairs: &[(&[usize], &[usize])] = &[
+                (&[], &[1, 1]),
+                (&[3, 4], &[12]),
+                (&[3, 4], &[4, 1, 3]),
+                (&[2, 3, 4], &[6, 4]),
+                (&[1025], &[5, 205]),
+                (&[3, 700], &[2100]),
+            ];
+            for (from, to) in pairs {
+                let arg = Arg::Shape(to.to_vec());
+                out.extend(x(from).into_iter().map(|x| (arg.clone(), vec![x])));
+            }
+        }
+        Form::BroadcastTo => {
+            let pairs: &[(&[usize], &[usize])] = &[
+                (&[], &[5]),
+                (&[4], &[3, 4]),
+                (&[3, 1], &[3, 4]),
+                (&[1], &[1025]),
+                (&[3, 1], &[2, 3, 700]),
+            ];
+            for (from, to) in pairs {
+                let arg = Arg::Shape(to.to_vec());
+                out.extend(x(from).into_iter().map(|x| (arg.clone(), vec![x])));
+            }
+        }
+        Form::IndexSelect => {
+            let picks: &[(&[usize], usize, Vec<usize>)] = &[
+                (&[5], 0, vec![0, 4, 4, 2]),
+                (&[3, 4], 1, vec![3, 0, 3]),
+                (&[3, 4], 0, vec![2]),
+                (&[2, 1025], 1, (0..1500).map(|i| i * 7 % 1025).collect()),
+                (&[3, 700], 0, vec![1, 1, 0, 2, 1]),
+            ];
+            for (shape, axis, indices) in picks {
+                let arg = Arg::Indices {
+                    axis: *axis,
+                    indices: indices.clone(),
+                };
+                out.extend(x(shape).into_iter().map(|x| (arg.clone(), vec![x])));
+            }
+        }
+        Form::MatMul => {
+            for (m, k, n) in [(1, 1, 1), (2, 3, 4), (5, 1, 5), (1, 6, 1), (33, 40, 35)] {
+                let pairs = x(&[m, k]).into_iter().zip(x(&[k, n]));
+                out.extend(pairs.map(|(a, b)| (Arg::None, vec![a, b])));
+            }
+        }
+        Form::Select => {
+            let triples: &[(&[usize], &[usize], &[usize])] = &[
+                (&[3, 4], &[3, 4], &[4]),
+                (&[4], &[3, 1], &[1, 4]),
+                (&[], &[5], &[]),
+                (&[1025], &[1025], &[]),
+                (&[3, 1], &[700], &[3, 700]),
+            ];
+            for (c, a, b) in triples {
+                let n = c.iter().product();
+                let cond =
+                    (0..n).map(|_| [0.0, 1.0, -2.0, f64::NAN][(rng.next_u64() % 4) as usize]);
+                let cond = Tensor::new(cond.collect(), c).unwrap();
+                let a = operands(rng, a, &SPECIALS, Domain::Signed);
+                let b = operands(rng, b, &SPECIALS, Domain::Signed);
+                let pairs = a.into_iter().zip(b.into_iter().cycle());
+                out.extend(pairs.map(|(a, b)| (Arg::Cond(cond.clone()), vec![a, b])));
+            }
+        }
+    }
+    out
+}
+
+/// Every case of the op of `row`: its arg and its inputs.
+fn row_cases(row: &Op, rng: &mut Rng) -> Vec<(Arg, Vec<Input>)> {
+    let mut out = Vec::new();
+    match &row.rule {
+        Rule::Unary(_) | Rule::Param(_) => {
+            for arg in row.elementwise_args() {
+                for shape in SHAPES {
+                    for x in operands(rng, shape, &UNARY_SPECIALS, row.domain(&arg)) {
+                        out.extend(combinations(&[x]).into_iter().map(|i| (arg.clone(), i)));
+                    }
+                }
+            }
+        }
+        Rule::Binary(rule) => {
+            for (sa, sb) in PAIRS {
+                let a = operands(rng, sa, &SPECIALS, rule.domains[0]);
+                let b = operands(rng, sb, &SPECIALS, rule.domains[1]);
+                for (a, b) in a.into_iter().zip(b.into_iter().cycle()) {
+                    let b = tied_with(rng, &a, b);
+                    out.extend(combinations(&[a, b]).into_iter().map(|i| (Arg::None, i)));
+                }
+            }
+            for shape in SHAPES {
+                for c in numbers() {
+                    // Every fifth element is the number: ties for max and min.
+                    for x in operands(rng, shape, &SPECIALS, rule.domains[0]) {
+                        let data = x.data().iter().enumerate();
+                        let data = data.map(|(i, &v)| if i % 5 == 0 { c } else { v });
+                        let x = Tensor::new(data.collect(), shape).unwrap();
+                        for input in leaf_inputs(&x) {
+                            out.push((Arg::None, vec![input.clone(), Input::Number(c)]));
+                            out.push((Arg::None, vec![Input::Number(c), input]));
+                        }
+                    }
+                }
+                for x in operands(rng, shape, &SPECIALS, rule.domains[0]) {
+                    for input in leaf_inputs(&x) {
+                        out.push((Arg::None, vec![input, Input::First]));
+                    }
+                }
+            }
+        }
+        Rule::Tensor(rule) => {
+            for (arg, x) in tensor_cases(rng, rule.form) {
+                out.extend(combinations(&x).into_iter().map(|i| (arg.clone(), i)));
+            }
+        }
+    }
+    out
+}
+
+/// A short description of a case, for a failure message.
+fn describe(arg: &Arg, inputs: &[Input], ending: Ending) -> String {
+    let inputs: Vec<String> = inputs
+        .iter()
+        .map(|input| match input {
+            Input::Leaf { x, tracked, via } => {
+                let kind = if *tracked { "var" } else { "constant" };
+                format!("{kind} {:?} via {via:?}", x.shape())
+            }
+            Input::Number(c) => format!("{c:?}"),
+            Input::First => "the first operand again".to_string(),
+        })
+        .collect();
+    let arg = match arg {
+        Arg::Cond(c) => format!("Cond of shape {:?}", c.shape()),
+        Arg::Indices { axis, indices } if indices.len() > 8 => {
+            format!("{} indices along axis {axis}", indices.len())
+        }
+        other => format!("{other:?}"),
+    };
+    format!("({}) {arg}, {ending:?}", inputs.join(", "))
+}
+
+/// Every row of the op table, fused against unfused, on all the cases of
+/// [`row_cases`] and each [`Ending`]; a failure lists every op and case that differ.
+#[test]
+fn every_op_of_the_table_gives_the_same_bits_fused_and_unfused() {
+    let mut failures = Vec::new();
+    let mut checked = 0;
+    for (r, row) in OPS.iter().enumerate() {
+        let mut rng = Rng(0xf0_5e00 + r as u64);
+        let cases = row_cases(row, &mut rng);
+        assert!(
+            cases.len() >= 18,
+            "{}: only {} cases",
+            row.name,
+            cases.len()
+        );
+        for (arg, inputs) in &cases {
+            for ending in ENDINGS {
+                let found = fused_vs_unfused(|tape| row_graph(tape, row, arg, inputs, ending));
+                if !found.is_empty() {
+                    failures.push(format!(
+                        "{} {}:\n    {}",
+                        row.name,
+                        describe(arg, inputs, ending),
+                        found.join("\n    ")
+                    ));
+                }
+                checked += 1;
+            }
+        }
+    }
+    assert!(checked > 10_000, "only {checked} cases");
+    let shown = &failures[..failures.len().min(40)];
+    assert!(
+        failures.is_empty(),
+        "{} of {checked} cases differ fused and unfused (first {}):\n{}",
+        failures.len(),
+        shown.len(),
+        shown.join("\n")
+    );
+}
+
+/// The op-table cases of `max` hold what they are meant to: all the broadcast pairs, ties
+/// between the operands wherever the broadcast puts them, every special value in some
+/// operand, and large operands with and without NaN and inf.
+#[test]
+fn the_op_table_cases_broadcast_tie_and_hold_every_special_value() {
+    let mut rng = Rng(1);
+    let max = op("max");
+    let cases = row_cases(max, &mut rng);
+    let leaves = |inputs: &[Input]| -> Vec<Tensor> {
+        let x = inputs.iter().filter_map(|i| match i {
+            Input::Leaf { x, .. } => Some(x.clone()),
+            _ => None,
+        });
+        x.collect()
+    };
+    let pairs: Vec<(Vec<usize>, Vec<usize>)> = cases
+        .iter()
+        .map(|(_, i)| leaves(i))
+        .filter(|x| x.len() == 2)
+        .map(|x| (x[0].shape().to_vec(), x[1].shape().to_vec()))
+        .collect();
+    for (a, b) in PAIRS {
+        assert!(
+            pairs.contains(&(a.to_vec(), b.to_vec())),
+            "{a:?} with {b:?}"
+        );
+    }
+    // Ties across the broadcast: some element of b equals the element of a beside it.
+    for (_, inputs) in cases.iter().filter(|(_, i)| leaves(i).len() == 2) {
+        let x = leaves(inputs);
+        let out = try_broadcast_shape(x[0].shape(), x[1].shape()).unwrap();
+        let n: usize = out.iter().product();
+        let tie = (0..n).any(|flat| {
+            let index = unravel(flat, &out);
+            let [a, b] = [0, 1].map(|k| x[k].data()[broadcast_offset(&index, x[k].shape())]);
+            same_bits(a, b)
+        });
+        assert!(tie, "no tie in {:?} with {:?}", x[0], x[1]);
+    }
+    // Large operands also come without NaN and inf, so that sums over them are numbers.
+    let finite_and_large = |x: &Tensor| x.len() > 64 && x.data().iter().all(|v| v.is_finite());
+    let large = cases
+        .iter()
+        .map(|(_, i)| leaves(i))
+        .filter(|x| x.len() == 2);
+    let large: Vec<Vec<Tensor>> = large.filter(|x| x[0].len() > 64).collect();
+    assert!(large.iter().any(|x| x.iter().all(finite_and_large)));
+    assert!(large.iter().any(|x| !x.iter().all(finite_and_large)));
+    let all: Vec<f64> = cases
+        .iter()
+        .flat_map(|(_, i)| leaves(i))
+        .flat_map(|x| x.data().to_vec())
+        .collect();
+    for special in SPECIALS {
+        assert!(
+            all.iter().any(|&v| v.to_bits() == special.to_bits()),
+            "no {special:?}"
+        );
+    }
+}
