@@ -9,6 +9,12 @@
 //!   kinks, as leaves (tracked or not) and as intermediate results (`x * 1.5`,
 //!   `x.exp()`), the binary ops also with an `f64` on either side and with one node on
 //!   both; each output summed, seeded with `backward_with`, or fed into a further chain.
+//! - Random graphs (proptest): 1 to 12 ops of the table over 1 to 3 broadcastable leaves
+//!   of 1 to a few thousand elements, nodes with several consumers, numbers as operands,
+//!   every intermediate value and leaf gradient compared; in a second property some
+//!   values are read while the graph is still being recorded.
+//!
+//! The random graphs run `CASES` cases per property; `TAPEGRAD_FUSION_CASES=N` runs N.
 
 mod common;
 
@@ -17,7 +23,12 @@ use common::{
     Rng, SPECIALS, UNARY_SPECIALS, bit_difference, broadcast_offset, same_bits,
     try_broadcast_shape, unravel,
 };
+use proptest::prelude::*;
+use proptest::test_runner::TestCaseError;
 use tapegrad::{Tape, Tensor, Var};
+
+/// Random graphs per property (each evaluated on both tapes) in a plain `cargo test`.
+const CASES: u32 = 2048;
 
 // ---- the comparison -------------------------------------------------------------------
 
@@ -571,4 +582,554 @@ fn the_op_table_cases_broadcast_tie_and_hold_every_special_value() {
             "no {special:?}"
         );
     }
+}
+
+// ---- 2. random graphs -----------------------------------------------------------------
+
+/// The most elements a node may have: a broadcast or a matmul that would make more is
+/// not drawn.
+const MAX_ELEMENTS: usize = 8192;
+
+/// Shapes of the first leaf (the others broadcast to it): 1 to 4097 elements, some at and
+/// just past a power of two, so that blocks of every size end inside a tensor.
+const GRAPH_SHAPES: &[&[usize]] = &[
+    &[],
+    &[1],
+    &[6],
+    &[3, 4],
+    &[2, 3, 5],
+    &[1023],
+    &[1024],
+    &[1025],
+    &[2049],
+    &[4097],
+    &[4, 300],
+    &[3, 1025],
+    &[2, 2, 777],
+];
+
+/// A leaf of a random graph. Its elements come from `seed`, so that a failing case
+/// prints in a few lines and can be rebuilt from them.
+#[derive(Clone, Debug)]
+struct LeafSpec {
+    shape: Vec<usize>,
+    tracked: bool,
+    seed: u64,
+    /// One element in this many is a special value (NaN, ±inf, ±0, ±1, 2); none if 0.
+    specials: u64,
+    /// Only the finite special values (±0, ±1, 2).
+    finite: bool,
+}
+
+impl LeafSpec {
+    /// Elements uniform in `[-3, 3)`, an eighth of them from [`TIES`], and the specials.
+    fn tensor(&self) -> Tensor {
+        let mut rng = Rng(self.seed);
+        let n = self.shape.iter().product();
+        let data = (0..n)
+            .map(|_| {
+                if self.specials > 0 && rng.next_u64().is_multiple_of(self.specials) {
+                    let pool = if self.finite {
+                        finite(&SPECIALS)
+                    } else {
+                        SPECIALS.to_vec()
+                    };
+                    pool[(rng.next_u64() % pool.len() as u64) as usize]
+                } else if rng.next_u64().is_multiple_of(8) {
+                    TIES[(rng.next_u64() % 3) as usize]
+                } else {
+                    rng.uniform(-3.0, 3.0)
+                }
+            })
+            .collect();
+        Tensor::new(data, &self.shape).unwrap()
+    }
+}
+
+/// One node of a random graph (nodes are numbered from the leaves on).
+#[derive(Clone, Debug)]
+enum Step {
+    /// The op of the table named `op` on the nodes `inputs`, with `arg`.
+    Op {
+        op: &'static str,
+        arg: Arg,
+        inputs: Vec<usize>,
+    },
+    /// A binary op of the table with an `f64` operand: `node op number`, or
+    /// `number op node` if `number_first`.
+    Number {
+        op: &'static str,
+        node: usize,
+        number: f64,
+        number_first: bool,
+    },
+}
+
+/// How the sweep starts from the last node.
+#[derive(Clone, Copy, Debug)]
+enum End {
+    /// `last.sum().backward()`.
+    Sum,
+    /// `last.backward_with(seed)`, the seed's elements from [`seed`] with this seed.
+    Seed(u64),
+}
+
+#[derive(Clone, Debug)]
+struct Plan {
+    leaves: Vec<LeafSpec>,
+    steps: Vec<Step>,
+    end: End,
+    /// `(node, after)`: node's value is read as soon as node `after` is recorded (before
+    /// the nodes after it exist, and before backward).
+    early: Vec<(usize, usize)>,
+}
+
+/// The choices a plan is made of, read one word at a time; a word past the end reads
+/// as 0, and 0 is always the simplest choice, so proptest shrinks a failing plan by
+/// shrinking its words.
+struct Choices<'a> {
+    words: &'a [u32],
+    at: usize,
+}
+
+impl Choices<'_> {
+    /// A number below `n`.
+    fn below(&mut self, n: usize) -> usize {
+        let word = self.words.get(self.at).copied().unwrap_or(0);
+        self.at += 1;
+        word as usize % n
+    }
+
+    fn one_of<T: Copy>(&mut self, items: &[T]) -> T {
+        items[self.below(items.len())]
+    }
+
+    fn seed(&mut self) -> u64 {
+        let high = self.below(1 << 16) as u64;
+        (high << 32) | self.below(1 << 32) as u64
+    }
+
+    /// Of `candidates` (not empty), the latest (chains are the usual case) or any.
+    fn node(&mut self, candidates: &[usize]) -> usize {
+        match self.below(2) {
+            0 => candidates[candidates.len() - 1],
+            _ => self.one_of(candidates),
+        }
+    }
+}
+
+/// A shape that broadcasts to `base`: `base` itself, some dims 1, a suffix, or rank 0.
+fn leaf_shape(ch: &mut Choices<'_>, base: &[usize]) -> Vec<usize> {
+    match ch.below(4) {
+        0 => base.to_vec(),
+        1 => base
+            .iter()
+            .map(|&d| if ch.below(2) == 0 { 1 } else { d })
+            .collect(),
+        2 => base[ch.below(base.len() + 1)..].to_vec(),
+        _ => vec![],
+    }
+}
+
+fn elements(shape: &[usize]) -> usize {
+    shape.iter().product()
+}
+
+/// The nodes (of `shapes`) for which `keep` holds.
+fn nodes_where(shapes: &[Vec<usize>], keep: impl Fn(&[usize]) -> bool) -> Vec<usize> {
+    (0..shapes.len()).filter(|&i| keep(&shapes[i])).collect()
+}
+
+/// The nodes that broadcast with a node of shape `a` to at most [`MAX_ELEMENTS`].
+fn partners(shapes: &[Vec<usize>], a: &[usize]) -> Vec<usize> {
+    nodes_where(shapes, |b| {
+        try_broadcast_shape(a, b).is_some_and(|out| elements(&out) <= MAX_ELEMENTS)
+    })
+}
+
+fn op_step(row: &Op, arg: Arg, inputs: Vec<usize>) -> Step {
+    Step::Op {
+        op: row.name,
+        arg,
+        inputs,
+    }
+}
+
+/// The steps (usually one) that record the op on tensors of `row` on nodes of
+/// `shapes`, with the shape of each; `None` if no node fits its form.
+fn tensor_steps(
+    ch: &mut Choices<'_>,
+    row: &Op,
+    form: Form,
+    shapes: &[Vec<usize>],
+) -> Option<Vec<(Step, Vec<usize>)>> {
+    let all: Vec<usize> = (0..shapes.len()).collect();
+    let ranked = nodes_where(shapes, |s| !s.is_empty());
+    let one = |step, shape| Some(vec![(step, shape)]);
+    match form {
+        Form::Reduce => one(op_step(row, Arg::None, vec![ch.node(&all)]), vec![]),
+        Form::Axis | Form::AlongAxis => {
+            if ranked.is_empty() {
+                return None;
+            }
+            let a = ch.node(&ranked);
+            let axis = ch.below(shapes[a].len());
+            let mut shape = shapes[a].clone();
+            if form == Form::Axis {
+                shape.remove(axis);
+            }
+            one(op_step(row, Arg::Axis(axis), vec![a]), shape)
+        }
+        Form::Reshape => {
+            let a = ch.node(&all);
+            let from = &shapes[a];
+            let to = match ch.below(3) {
+                0 => vec![elements(from)],
+                1 => from.iter().rev().copied().collect(),
+                _ => {
+                    let mut to = from.clone();
+                    to.insert(ch.below(from.len() + 1), 1);
+                    to
+                }
+            };
+            one(op_step(row, Arg::Shape(to.clone()), vec![a]), to)
+        }
+        Form::Transpose => {
+            let a = ch.node(&all);
+            let to = shapes[a].iter().rev().copied().collect();
+            one(op_step(row, Arg::None, vec![a]), to)
+        }
+        Form::BroadcastTo => {
+            let a = ch.node(&all);
+            let mut to: Vec<usize> = shapes[a]
+                .iter()
+                .map(|&d| if d == 1 { 1 + ch.below(3) } else { d })
+                .collect();
+            if ch.below(2) == 0 {
+                to.insert(0, 1 + ch.below(3));
+            }
+            if elements(&to) > MAX_ELEMENTS {
+                to = shapes[a].clone();
+            }
+            one(op_step(row, Arg::Shape(to.clone()), vec![a]), to)
+        }
+        Form::IndexSelect => {
+            if ranked.is_empty() {
+                return None;
+            }
+            let a = ch.node(&ranked);
+            let axis = ch.below(shapes[a].len());
+            let len = shapes[a][axis];
+            let count = 1 + ch.below((len + 3).min(40));
+            let indices: Vec<usize> = (0..count).map(|_| ch.below(len)).collect();
+            let mut shape = shapes[a].clone();
+            shape[axis] = count;
+            one(op_step(row, Arg::Indices { axis, indices }, vec![a]), shape)
+        }
+        Form::MatMul => {
+            let matrices = nodes_where(shapes, |s| s.len() == 2);
+            if matrices.is_empty() {
+                return None;
+            }
+            let a = ch.node(&matrices);
+            let (m, k) = (shapes[a][0], shapes[a][1]);
+            let fits = |m: usize, k: usize, n: usize| m * n <= MAX_ELEMENTS && m * k * n <= 300_000;
+            let others = nodes_where(shapes, |s| s.len() == 2 && s[0] == k && fits(m, k, s[1]));
+            if !others.is_empty() && ch.below(2) == 0 {
+                let b = ch.node(&others);
+                return one(op_step(row, Arg::None, vec![a, b]), vec![m, shapes[b][1]]);
+            }
+            // a with its own transpose t (the next node): a t or t a.
+            let t = shapes.len();
+            let transpose = op_step(op("transpose"), Arg::None, vec![a]);
+            let (inputs, shape) = match (fits(m, k, m), fits(k, m, k), ch.below(2)) {
+                (true, false, _) | (true, true, 0) => (vec![a, t], vec![m, m]),
+                (_, true, _) => (vec![t, a], vec![k, k]),
+                (false, false, _) => return None,
+            };
+            Some(vec![
+                (transpose, vec![k, m]),
+                (op_step(row, Arg::None, inputs), shape),
+            ])
+        }
+        Form::Select => {
+            let a = ch.node(&all);
+            let b = ch.node(&partners(shapes, &shapes[a]));
+            let out = try_broadcast_shape(&shapes[a], &shapes[b]).unwrap();
+            let mut cond: Vec<usize> = out[out.len() - ch.below(out.len() + 1)..].to_vec();
+            if elements(&cond) > 64 {
+                cond.clear();
+            }
+            let values = (0..elements(&cond))
+                .map(|_| ch.one_of(&[0.0, 1.0, -2.0, f64::NAN]))
+                .collect();
+            let cond = Tensor::new(values, &cond).unwrap();
+            one(op_step(row, Arg::Cond(cond), vec![a, b]), out)
+        }
+    }
+}
+
+/// The plan the choices `words` make: leaves, 1 to 12 steps (a matmul of a node with its
+/// transpose takes two), the end, and if `early` the values read before backward.
+fn plan(words: &[u32], early: bool) -> Plan {
+    let ch = &mut Choices { words, at: 0 };
+    let base = ch.one_of(GRAPH_SHAPES).to_vec();
+    let leaves: Vec<LeafSpec> = (0..1 + ch.below(3))
+        .map(|k| LeafSpec {
+            shape: if k == 0 {
+                base.clone()
+            } else {
+                leaf_shape(ch, &base)
+            },
+            tracked: ch.below(4) != 3,
+            seed: ch.seed(),
+            specials: ch.one_of(&[0, 16, 64, 8]),
+            finite: ch.below(2) == 0,
+        })
+        .collect();
+    let mut shapes: Vec<Vec<usize>> = leaves.iter().map(|l| l.shape.clone()).collect();
+    let elementwise: Vec<&'static Op> = OPS.iter().filter(|r| r.is_elementwise()).collect();
+    let binary: Vec<&'static Op> = OPS.iter().filter(|r| r.binary().is_some()).collect();
+    let on_tensors: Vec<&'static Op> = OPS.iter().filter(|r| !r.is_elementwise()).collect();
+    let mut steps = Vec::new();
+    let length = 1 + ch.below(12);
+    while steps.len() < length {
+        let all: Vec<usize> = (0..shapes.len()).collect();
+        let made = match ch.below(8) {
+            0..=3 => {
+                let row = ch.one_of(&elementwise);
+                let a = ch.node(&all);
+                let (arg, inputs, shape) = match &row.rule {
+                    Rule::Unary(_) => (Arg::None, vec![a], shapes[a].clone()),
+                    Rule::Param(rule) => {
+                        let p = ch.one_of(rule.params).0;
+                        (Arg::Param(p), vec![a], shapes[a].clone())
+                    }
+                    _ => {
+                        let b = ch.node(&partners(&shapes, &shapes[a]));
+                        let out = try_broadcast_shape(&shapes[a], &shapes[b]).unwrap();
+                        let inputs = if ch.below(2) == 0 {
+                            vec![a, b]
+                        } else {
+                            vec![b, a]
+                        };
+                        (Arg::None, inputs, out)
+                    }
+                };
+                vec![(op_step(row, arg, inputs), shape)]
+            }
+            4 => {
+                let node = ch.node(&all);
+                let step = Step::Number {
+                    op: ch.one_of(&binary).name,
+                    node,
+                    number: ch.one_of(&numbers()),
+                    number_first: ch.below(2) == 1,
+                };
+                vec![(step, shapes[node].clone())]
+            }
+            _ => {
+                let row = ch.one_of(&on_tensors);
+                let form = row.form().unwrap();
+                tensor_steps(ch, row, form, &shapes).unwrap_or_else(|| {
+                    vec![(op_step(op("sum"), Arg::None, vec![ch.node(&all)]), vec![])]
+                })
+            }
+        };
+        for (step, shape) in made {
+            steps.push(step);
+            shapes.push(shape);
+        }
+    }
+    let end = match ch.below(3) {
+        2 => End::Seed(ch.seed()),
+        _ => End::Sum,
+    };
+    let nodes = shapes.len();
+    let mut reads = Vec::new();
+    if early {
+        for node in 0..nodes {
+            if ch.below(3) == 0 {
+                reads.push((node, node + ch.below(nodes - node)));
+            }
+        }
+    }
+    Plan {
+        leaves,
+        steps,
+        end,
+        early: reads,
+    }
+}
+
+/// The graph of `plan` on `tape`: the values it reads early, then (after backward) the
+/// loss, every node, and every tracked leaf's gradient.
+fn plan_graph(tape: &Tape, plan: &Plan) -> Outcome {
+    let mut out = Outcome::default();
+    let mut nodes: Vec<Var<'_>> = Vec::new();
+    let read_early = |out: &mut Outcome, nodes: &[Var<'_>]| {
+        let at = nodes.len() - 1;
+        for &(node, _) in plan.early.iter().filter(|(_, after)| *after == at) {
+            out.value(
+                format!("node {node} once node {at} is recorded"),
+                nodes[node],
+            );
+        }
+    };
+    for leaf in &plan.leaves {
+        let x = leaf.tensor();
+        nodes.push(match leaf.tracked {
+            true => tape.var(x),
+            false => tape.constant(x),
+        });
+        read_early(&mut out, &nodes);
+    }
+    for step in &plan.steps {
+        let v = match step {
+            Step::Op {
+                op: name,
+                arg,
+                inputs,
+            } => {
+                let inputs: Vec<Var<'_>> = inputs.iter().map(|&i| nodes[i]).collect();
+                op(name).apply(&inputs, arg)
+            }
+            Step::Number {
+                op: name,
+                node,
+                number,
+                number_first,
+            } => {
+                let rule = op(name).binary().unwrap();
+                match number_first {
+                    true => (rule.f64_var)(*number, nodes[*node]),
+                    false => (rule.var_f64)(nodes[*node], *number),
+                }
+            }
+        };
+        nodes.push(v);
+        read_early(&mut out, &nodes);
+    }
+    let last = nodes[nodes.len() - 1];
+    let grads = match plan.end {
+        End::Sum => {
+            let loss = last.sum();
+            let grads = loss.backward();
+            out.value("the loss", loss);
+            grads
+        }
+        End::Seed(s) => last.backward_with(seed(&mut Rng(s), &last.shape())),
+    };
+    for (i, &v) in nodes.iter().enumerate() {
+        out.value(format!("node {i}"), v);
+    }
+    for (i, leaf) in plan.leaves.iter().enumerate() {
+        if leaf.tracked {
+            out.grads
+                .push((format!("leaf {i}"), grads.wrt(nodes[i]).clone()));
+        }
+    }
+    out
+}
+
+fn config() -> ProptestConfig {
+    ProptestConfig {
+        cases: std::env::var("TAPEGRAD_FUSION_CASES")
+            .ok()
+            .and_then(|s| s.parse().ok())
+            .unwrap_or(CASES),
+        // No regressions file: a case found is kept as a plain test instead.
+        failure_persistence: None,
+        ..ProptestConfig::default()
+    }
+}
+
+/// Words per plan: twice what the greediest of 2000 drawn plans reads (162). A plan
+/// that reads past them gets zeros, the simplest choices, and is still a plan.
+const WORDS: usize = 320;
+
+fn plans(early: bool) -> impl Strategy<Value = Plan> {
+    prop::collection::vec(any::<u32>(), WORDS).prop_map(move |words| plan(&words, early))
+}
+
+fn check_plan(plan: &Plan) -> Result<(), TestCaseError> {
+    let found = fused_vs_unfused(|tape| plan_graph(tape, plan));
+    prop_assert!(found.is_empty(), "{}", found.join("\n"));
+    Ok(())
+}
+
+proptest! {
+    #![proptest_config(config())]
+
+    /// Every node's value (read after backward) and every tracked leaf's gradient.
+    #[test]
+    fn random_graphs_give_the_same_bits_fused_and_unfused(plan in plans(false)) {
+        check_plan(&plan)?;
+    }
+
+    /// As above, with some values read while the graph is still being recorded.
+    #[test]
+    fn random_graphs_read_while_recording_give_the_same_bits_fused_and_unfused(
+        plan in plans(true)
+    ) {
+        check_plan(&plan)?;
+    }
+}
+
+/// The plans the properties draw are what they are meant to be: every op of the table
+/// (the binary ones also with a number), leaves past 1024 elements, nodes with several
+/// consumers, constants, both ends and early reads. Tallied over plans drawn as the
+/// properties draw them, without evaluating any.
+#[test]
+fn random_plans_use_every_op_several_consumers_and_sizes_past_a_block() {
+    let mut rng = Rng(7);
+    let mut names: Vec<&str> = Vec::new();
+    let mut numbers: Vec<&str> = Vec::new();
+    let (mut big, mut shared, mut constants, mut seeded, mut early, mut longest) =
+        (0, 0, 0, 0, 0, 0);
+    let count = 2000;
+    for _ in 0..count {
+        let words: Vec<u32> = (0..WORDS).map(|_| rng.next_u64() as u32).collect();
+        let plan = plan(&words, true);
+        let mut uses = vec![0; plan.leaves.len() + plan.steps.len()];
+        for step in &plan.steps {
+            match step {
+                Step::Op { op, inputs, .. } => {
+                    names.push(op);
+                    inputs.iter().for_each(|&i| uses[i] += 1);
+                }
+                Step::Number { op, node, .. } => {
+                    numbers.push(op);
+                    uses[*node] += 1;
+                }
+            }
+        }
+        big += usize::from(elements(&plan.leaves[0].shape) > 1024);
+        shared += usize::from(uses.iter().any(|&u| u >= 2));
+        constants += usize::from(plan.leaves.iter().any(|l| !l.tracked));
+        seeded += usize::from(matches!(plan.end, End::Seed(_)));
+        early += usize::from(!plan.early.is_empty());
+        longest = longest.max(plan.steps.len());
+        assert!(!plan.steps.is_empty() && plan.steps.len() <= 13, "{plan:?}");
+    }
+    for row in OPS {
+        assert!(names.contains(&row.name), "no plan applies {}", row.name);
+        if row.binary().is_some() {
+            assert!(
+                numbers.contains(&row.name),
+                "no plan applies {} to a number",
+                row.name
+            );
+        }
+    }
+    for (what, n) in [
+        ("leaves past 1024 elements", big),
+        ("a node with several consumers", shared),
+        ("a constant leaf", constants),
+        ("backward_with(seed)", seeded),
+        ("early reads", early),
+    ] {
+        assert!(n >= count / 5, "only {n} of {count} plans have {what}");
+    }
+    assert!(longest >= 12, "the longest plan has {longest} steps");
 }
