@@ -13,6 +13,8 @@
 //!   of 1 to a few thousand elements, nodes with several consumers, numbers as operands,
 //!   every intermediate value and leaf gradient compared; in a second property some
 //!   values are read while the graph is still being recorded.
+//! - Read order: reading a value early (before the ops that consume it are recorded),
+//!   late, twice or only after `backward` gives the same bits.
 //!
 //! The random graphs run `CASES` cases per property; `TAPEGRAD_FUSION_CASES=N` runs N.
 
@@ -1132,4 +1134,129 @@ fn random_plans_use_every_op_several_consumers_and_sizes_past_a_block() {
         assert!(n >= count / 5, "only {n} of {count} plans have {what}");
     }
     assert!(longest >= 12, "the longest plan has {longest} steps");
+}
+
+// ---- 3. the order values are read in --------------------------------------------------
+
+/// When the graph of [`read_order_graph`] reads its values.
+#[derive(Clone, Copy, Debug, PartialEq)]
+enum Reads {
+    /// Each node as soon as it is recorded (before the ops that consume it).
+    AsRecorded,
+    /// All nodes once the graph is recorded, first to last, before backward.
+    Forward,
+    /// All nodes once the graph is recorded, last to first, before backward.
+    Backward,
+    /// None before backward.
+    AfterSweep,
+}
+
+const READS: [Reads; 4] = [
+    Reads::AsRecorded,
+    Reads::Forward,
+    Reads::Backward,
+    Reads::AfterSweep,
+];
+
+/// The nodes of a graph, each read as soon as it is recorded if `reads` says so.
+struct Recorder<'t> {
+    reads: Reads,
+    nodes: Vec<(&'static str, Var<'t>)>,
+    /// The value read before backward, by node.
+    first: Vec<Option<Tensor>>,
+}
+
+impl<'t> Recorder<'t> {
+    fn node(&mut self, name: &'static str, v: Var<'t>) -> Var<'t> {
+        let now = self.reads == Reads::AsRecorded;
+        self.first.push(now.then(|| v.value()));
+        self.nodes.push((name, v));
+        v
+    }
+}
+
+/// Chains of elementwise ops over an `[n]` and a `[]` leaf and a constant, a node with
+/// three consumers, a reduction in the middle broadcast back: every node read as
+/// `reads` says, then every node again after backward. The two reads of a node must give
+/// the same bits (the test fails here otherwise); the outcome holds the second, so the
+/// outcomes of all orders compare.
+fn read_order_graph(tape: &Tape, n: usize, reads: Reads) -> Outcome {
+    let mut rng = Rng(n as u64);
+    // Finite: one NaN would make s, and so every node after it, NaN.
+    let x = operand(&mut rng, &[n], &finite(&SPECIALS), Domain::Signed);
+    let c = rng.tensor(&[n], -1.0, 1.0);
+    let r = &mut Recorder {
+        reads,
+        nodes: Vec::new(),
+        first: Vec::new(),
+    };
+    let x = r.node("x", tape.var(x));
+    let b = r.node("b", tape.var(Tensor::scalar(0.5)));
+    let c = r.node("c", tape.constant(c));
+    let a = r.node("a = x * 1.5 + b", x * 1.5 + b);
+    let e = r.node("e = a.exp() - c", a.exp() - c);
+    let m = r.node("m = a.max(0.0)", a.max(0.0));
+    let s = r.node("s = (e * m).sum()", (e * m).sum());
+    let k = r.node("k = a / s", a / s);
+    let loss = r.node("loss = (k.tanh() + m).sum()", (k.tanh() + m).sum());
+    let order: Vec<usize> = match reads {
+        Reads::Forward => (0..r.nodes.len()).collect(),
+        Reads::Backward => (0..r.nodes.len()).rev().collect(),
+        Reads::AsRecorded | Reads::AfterSweep => vec![],
+    };
+    for i in order {
+        r.first[i] = Some(r.nodes[i].1.value());
+    }
+    let grads = loss.backward();
+    let mut out = Outcome::default();
+    for ((name, v), first) in r.nodes.iter().zip(&r.first) {
+        out.value(*name, *v);
+        let after = &out.values[out.values.len() - 1].1;
+        if let Some(d) = first
+            .as_ref()
+            .and_then(|first| bit_difference(after, first))
+        {
+            panic!(
+                "n = {n}, {reads:?}, fused: {}: {name} after backward differs from the \
+                 value read before: {d}",
+                tape.is_fused()
+            );
+        }
+    }
+    let expected = match reads {
+        Reads::AfterSweep => 0,
+        _ => r.nodes.len(),
+    };
+    assert_eq!(
+        r.first.iter().flatten().count(),
+        expected,
+        "{reads:?}: reads"
+    );
+    for (name, leaf) in [("x", x), ("b", b)] {
+        out.grads.push((name.to_string(), grads.wrt(leaf).clone()));
+    }
+    out
+}
+
+/// Reading a value early (before the ops that consume it are recorded), once the graph
+/// is recorded (first to last or last to first), or only after backward gives the same
+/// bits, on either tape, as reading it after backward on the unfused one; so do the
+/// gradients. Sizes around the powers of two.
+#[test]
+fn reading_values_early_late_or_twice_in_any_order_gives_the_same_bits() {
+    let mut failures = Vec::new();
+    for n in [1, 5, 1023, 1024, 1025, 2049, 4099] {
+        let want = read_order_graph(&Tape::unfused(), n, Reads::AfterSweep);
+        assert_eq!(want.values.len(), 9);
+        for reads in READS {
+            for tape in [Tape::new(), Tape::unfused()] {
+                let got = read_order_graph(&tape, n, reads);
+                for d in differences(&got, &want) {
+                    let fused = tape.is_fused();
+                    failures.push(format!("n = {n}, {reads:?}, fused: {fused}: {d}"));
+                }
+            }
+        }
+    }
+    assert!(failures.is_empty(), "{}", failures.join("\n"));
 }
