@@ -15,19 +15,22 @@
 //!   values are read while the graph is still being recorded.
 //! - Read order: reading a value early (before the ops that consume it are recorded),
 //!   late, twice or only after `backward` gives the same bits.
+//! - The seed's hinge loss at N = 10^6: fused and unfused agree, and the gradient is the
+//!   closed form.
 //!
 //! The random graphs run `CASES` cases per property; `TAPEGRAD_FUSION_CASES=N` runs N.
 
 mod common;
 
-use common::ops::{Arg, Domain, Form, OPS, Op, Rule, op};
+use common::ops::{Arg, Binary, Domain, Form, OPS, Op, Rule, op};
 use common::{
-    Rng, SPECIALS, UNARY_SPECIALS, bit_difference, broadcast_offset, same_bits,
+    Rng, SPECIALS, UNARY_SPECIALS, bit_difference, broadcast_offset, same_bits, scaling_is_exact,
     try_broadcast_shape, unravel,
 };
 use proptest::prelude::*;
 use proptest::test_runner::TestCaseError;
-use tapegrad::{Tape, Tensor, Var};
+use tapegrad::losses::{hinge, hinge_grad_closed_form};
+use tapegrad::{Tape, Tensor, Var, pairwise_sum};
 
 /// Random graphs per property (each evaluated on both tapes) in a plain `cargo test`.
 const CASES: u32 = 2048;
@@ -1259,4 +1262,127 @@ fn reading_values_early_late_or_twice_in_any_order_gives_the_same_bits() {
         }
     }
     assert!(failures.is_empty(), "{}", failures.join("\n"));
+}
+
+// ---- 4. the hinge loss at N = 10^6 ----------------------------------------------------
+
+const N: usize = 1_000_000;
+
+/// The seed's hinge loss as written there.
+fn seed_hinge<'t>(p: Var<'t>, t: Var<'t>) -> Var<'t> {
+    ((1.0 - p * t).max(0.0)).sum() / N as f64
+}
+
+/// Predictions and targets: targets mostly ±1 labels, one in five a real number (where
+/// numpy's `-t / N` and the tape's `-(1 / N) * t` can round apart); one prediction in
+/// seven at the kink `p * t == 1`.
+fn hinge_inputs() -> (Tensor, Tensor) {
+    let mut rng = Rng(0x41_6e6e);
+    let mut p = Vec::with_capacity(N);
+    let mut t = Vec::with_capacity(N);
+    for i in 0..N {
+        let sign = if rng.next_u64() & 1 == 0 { 1.0 } else { -1.0 };
+        let target = match i % 5 {
+            0 => sign * rng.uniform(0.1, 3.0),
+            _ => sign,
+        };
+        t.push(target);
+        p.push(match i % 7 {
+            0 => 1.0 / target,
+            _ => rng.uniform(-2.0, 2.0),
+        });
+    }
+    (Tensor::from(p), Tensor::from(t))
+}
+
+/// The loss and `d loss / d p` on `tape`.
+fn hinge_on(tape: &Tape, loss: Binary) -> (Tensor, Tensor) {
+    let (pred, target) = hinge_inputs();
+    let p = tape.var(pred);
+    let t = tape.constant(target);
+    let l = loss(p, t);
+    let grads = l.backward();
+    (l.value(), grads.wrt(p).clone())
+}
+
+/// The hinge loss over 10^6 elements, as the seed writes it and as `losses::hinge`
+/// does: the same bits fused and unfused; the loss is the pairwise sum of the
+/// hinge terms over N, and the gradient the closed form `np.where(p t < 1, -t / N, 0)`
+/// with `-t / N` rounded as the chain rule rounds it, `-(1 / N) * t`, and equal to
+/// numpy's `-t / N` (`hinge_grad_closed_form`) wherever the two roundings agree.
+#[test]
+fn hinge_loss_at_a_million_elements_is_the_same_fused_and_unfused_and_its_closed_form() {
+    let (p, t) = hinge_inputs();
+    let n = N as f64;
+    let terms: Vec<f64> = p
+        .data()
+        .iter()
+        .zip(t.data())
+        .map(|(p, t)| {
+            let z = 1.0 - p * t;
+            if z > 0.0 { z } else { 0.0 }
+        })
+        .collect();
+    let loss = pairwise_sum(&terms) / n;
+    let closed_form: Vec<f64> = p
+        .data()
+        .iter()
+        .zip(t.data())
+        .map(|(p, &t)| if p * t < 1.0 { -(1.0 / n) * t } else { 0.0 })
+        .collect();
+    let closed_form = Tensor::from(closed_form);
+    let numpy = hinge_grad_closed_form(&p, &t);
+    let ties = p
+        .data()
+        .iter()
+        .zip(t.data())
+        .filter(|(p, t)| *p * *t == 1.0);
+    assert!(ties.count() > N / 10, "too few ties");
+    let spellings: [(&str, Binary); 2] = [
+        ("((1.0 - p * t).max(0.0)).sum() / n", seed_hinge),
+        ("losses::hinge", hinge),
+    ];
+    for (name, spelling) in spellings {
+        let (fused_loss, fused_grad) = hinge_on(&Tape::new(), spelling);
+        let (unfused_loss, unfused_grad) = hinge_on(&Tape::unfused(), spelling);
+        for (what, loss_got, grad) in [
+            ("fused", &fused_loss, &fused_grad),
+            ("unfused", &unfused_loss, &unfused_grad),
+        ] {
+            assert_eq!(
+                loss_got.shape(),
+                &[] as &[usize],
+                "{name}, {what}: loss shape"
+            );
+            let got = loss_got.item();
+            assert!(
+                same_bits(got, loss),
+                "{name}, {what}: loss {got:?}, pairwise sum / N {loss:?}"
+            );
+            if let Some(d) = bit_difference(grad, &closed_form) {
+                panic!("{name}, {what}: gradient against -(1 / N) * t: {d}");
+            }
+        }
+        if let Some(d) = bit_difference(&fused_grad, &unfused_grad) {
+            panic!("{name}: gradient fused against unfused: {d}");
+        }
+        let (mut exact, mut rounded) = (0, 0);
+        for (i, (&g, &t)) in fused_grad.data().iter().zip(t.data()).enumerate() {
+            if scaling_is_exact(t, n) {
+                exact += 1;
+                let want = numpy.data()[i];
+                assert!(
+                    same_bits(g, want),
+                    "{name}: element {i}: {g:?}, numpy {want:?}"
+                );
+            } else {
+                rounded += 1;
+            }
+        }
+        // Both kinds of element are there, so both comparisons check something.
+        assert!(
+            exact > N / 2 && rounded > 1000,
+            "{exact} exact, {rounded} rounded"
+        );
+    }
 }
