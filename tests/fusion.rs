@@ -825,7 +825,9 @@ fn tensor_steps(
             let a = ch.node(&ranked);
             let axis = ch.below(shapes[a].len());
             let len = shapes[a][axis];
-            let count = 1 + ch.below((len + 3).min(40));
+            // Up to 3 more than the axis holds, but at most MAX_ELEMENTS in all.
+            let most = MAX_ELEMENTS / (elements(&shapes[a]) / len);
+            let count = 1 + ch.below((len + 3).min(40).min(most));
             let indices: Vec<usize> = (0..count).map(|_| ch.below(len)).collect();
             let mut shape = shapes[a].clone();
             shape[axis] = count;
@@ -942,6 +944,11 @@ fn plan(words: &[u32], early: bool) -> Plan {
             }
         };
         for (step, shape) in made {
+            // Every node broadcasts with itself within the limit, so has a partner.
+            assert!(
+                elements(&shape) <= MAX_ELEMENTS,
+                "test bug: {step:?} is {shape:?}"
+            );
             steps.push(step);
             shapes.push(shape);
         }
@@ -1092,7 +1099,7 @@ fn random_plans_use_every_op_several_consumers_and_sizes_past_a_block() {
     let mut numbers: Vec<&str> = Vec::new();
     let (mut big, mut shared, mut constants, mut seeded, mut early, mut longest) =
         (0, 0, 0, 0, 0, 0);
-    let count = 2000;
+    let count = 20_000;
     for _ in 0..count {
         let words: Vec<u32> = (0..WORDS).map(|_| rng.next_u64() as u32).collect();
         let plan = plan(&words, true);
