@@ -7,7 +7,7 @@
 
 mod common;
 
-use common::same;
+use common::{same, scaling_is_exact};
 use tapegrad::check::{Tolerance, compare};
 use tapegrad::losses::{hinge, hinge_grad_closed_form};
 use tapegrad::{Tape, Tensor};
@@ -174,16 +174,6 @@ fn tape_loss_equals_numpy_within_4_ulp_nan_and_inf_included() {
             );
         }
     }
-}
-
-/// Whether numpy's `-t / N` and the tape's chain rule `(-(1 / N)) * t` round alike.
-///
-/// Reverse mode differentiates `sum / N` first (giving the rounded `1 / N`) and
-/// multiplies by `t` later, two roundings where numpy has one. They agree for +-1
-/// labels, powers of two, 0, inf and N a power of two, but not always (e.g. N = 50).
-fn scaling_is_exact(t: f64, n: f64) -> bool {
-    let (numpy, chain) = (-t / n, -(1.0 / n) * t);
-    numpy == chain || (numpy.is_nan() && chain.is_nan())
 }
 
 #[test]

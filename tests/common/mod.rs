@@ -16,7 +16,10 @@ pub use fd::{assert_close, close, fd_grad, fd_grad_with_step};
 #[allow(unused_imports)]
 pub use rng::{Rng, uniform};
 #[allow(unused_imports)]
-pub use shapes::{broadcast_offset, broadcast_shape, broadcast_to, broadcast_zip, map, unravel};
+pub use shapes::{
+    broadcast_offset, broadcast_shape, broadcast_to, broadcast_zip, map, try_broadcast_shape,
+    unravel,
+};
 
 use std::panic::{AssertUnwindSafe, catch_unwind};
 
@@ -75,6 +78,36 @@ pub fn same_bits_or_none(a: Option<f64>, b: Option<f64>) -> bool {
         (Some(a), Some(b)) => same_bits(a, b),
         (a, b) => a.is_none() && b.is_none(),
     }
+}
+
+/// Where `got` differs from `want`: their shapes, or the first element that is not
+/// [`same_bits`] (and how many are not); `None` if neither.
+pub fn bit_difference(got: &tapegrad::Tensor, want: &tapegrad::Tensor) -> Option<String> {
+    if got.shape() != want.shape() {
+        return Some(format!("shape {:?}, want {:?}", got.shape(), want.shape()));
+    }
+    let pairs = got.data().iter().zip(want.data());
+    let mut differ = pairs.enumerate().filter(|(_, (g, w))| !same_bits(**g, **w));
+    let (i, (g, w)) = differ.next()?;
+    Some(format!(
+        "element {i} of {:?}: {g:?} ({:#018x}), want {w:?} ({:#018x}); elements that \
+         differ: {}",
+        got.shape(),
+        g.to_bits(),
+        w.to_bits(),
+        1 + differ.count()
+    ))
+}
+
+/// Whether numpy's `-t / n` (the seed's closed-form hinge gradient) and the tape's chain
+/// rule `(-(1 / n)) * t` round alike.
+///
+/// Reverse mode differentiates `sum / n` first (giving the rounded `1 / n`) and
+/// multiplies by `t` later, two roundings where numpy has one. They agree for +-1
+/// labels, powers of two, 0, inf and n a power of two, but not always (e.g. n = 50).
+pub fn scaling_is_exact(t: f64, n: f64) -> bool {
+    let (numpy, chain) = (-t / n, -(1.0 / n) * t);
+    numpy == chain || (numpy.is_nan() && chain.is_nan())
 }
 
 /// Every element [`same`], listing both slices on failure.

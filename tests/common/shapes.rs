@@ -8,6 +8,13 @@ use tapegrad::Tensor;
 /// # Panics
 /// If they do not broadcast (a bug in the test that asked).
 pub fn broadcast_shape(a: &[usize], b: &[usize]) -> Vec<usize> {
+    try_broadcast_shape(a, b)
+        .unwrap_or_else(|| panic!("test bug: {a:?} and {b:?} do not broadcast"))
+}
+
+/// numpy's broadcast of two shapes, `None` if they do not broadcast (for tests that
+/// look for operands that do).
+pub fn try_broadcast_shape(a: &[usize], b: &[usize]) -> Option<Vec<usize>> {
     let rank = a.len().max(b.len());
     let dim = |s: &[usize], d: usize| {
         let pad = rank - s.len();
@@ -15,10 +22,10 @@ pub fn broadcast_shape(a: &[usize], b: &[usize]) -> Vec<usize> {
     };
     (0..rank)
         .map(|d| match (dim(a, d), dim(b, d)) {
-            (x, y) if x == y => x,
-            (1, y) => y,
-            (x, 1) => x,
-            (x, y) => panic!("test bug: {a:?} and {b:?} do not broadcast ({x} vs {y})"),
+            (x, y) if x == y => Some(x),
+            (1, y) => Some(y),
+            (x, 1) => Some(x),
+            _ => None,
         })
         .collect()
 }
