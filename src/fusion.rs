@@ -454,6 +454,24 @@ pub(crate) fn backward(
         })
         .collect();
 
+    // Which gradients the unfused sweep would hold as one number: a uniform upstream
+    // stays uniform through ops whose gradients read only the upstream (add, sub, neg).
+    // That matters beyond the region: `sum_to` multiplies a uniform gradient by the
+    // count where it sums a laid-out one, and the two differ in the last bit.
+    let mut uniform = vec![true; region.len()];
+    uniform[0] = upstream.len() == 1;
+    let mut uniform_input: Vec<bool> = sums.iter().map(|s| !matches!(s.base, Base::Full)).collect();
+    for (at, &r) in region.iter().enumerate() {
+        // (descending: every consumer of a region node has been seen before it)
+        let gives = uniform[at] && !nodes[r].op().reads_operands();
+        for t in targets[at].iter().flatten() {
+            match *t {
+                Target::Region(q) => uniform[q] &= gives,
+                Target::Input(x) => uniform_input[x] &= gives,
+            }
+        }
+    }
+
     let cone = cone(nodes, top);
     let mut program = Program::new(nodes, &cone);
     let steps: Vec<usize> = region
@@ -570,7 +588,12 @@ pub(crate) fn backward(
             }
         }
     }
-    for (&j, sum) in inputs.iter().zip(sums) {
+    for ((&j, sum), uniform) in inputs.iter().zip(sums).zip(uniform_input) {
+        if uniform {
+            // Every element went through the same additions of the same numbers.
+            slots[j] = Slot::Scalar(sum.data[0]);
+            continue;
+        }
         let shape = nodes[j].shape().into();
         let t = Tensor::from_parts(data_from_vec(sum.data), shape);
         slots[j] = Slot::Full(Box::new(t));
