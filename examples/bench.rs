@@ -145,7 +145,11 @@ fn hinge_fused_into(pred: &[f64], target: &[f64], grad: &mut [f64]) -> f64 {
 
 /// Build, backward, read the gradient: what a user of the tape does.
 fn hinge_tape(pred: &Tensor, target: &Tensor) -> (f64, f64) {
-    let tape = Tape::new();
+    hinge_on(Tape::new(), pred, target)
+}
+
+/// The same on `tape` (`Tape::unfused()` for the engine without fusion).
+fn hinge_on(tape: Tape, pred: &Tensor, target: &Tensor) -> (f64, f64) {
     let p = tape.var(pred.clone());
     let t = tape.constant(target.clone());
     let loss = hinge(p, t);
@@ -249,8 +253,8 @@ fn main() {
     println!();
 
     println!(
-        "{:>10}  {:>12}  {:>12}  {:>7}  {:>16}  {:>7}",
-        "N", "hinge_tape", "hinge_fused", "ratio", "hinge_fused_into", "ratio"
+        "{:>10}  {:>12}  {:>12}  {:>7}  {:>16}  {:>7}  {:>12}",
+        "N", "hinge_tape", "hinge_fused", "ratio", "hinge_fused_into", "ratio", "unfused tape"
     );
     let mut lines = Vec::new();
     for &n in sizes {
@@ -273,16 +277,19 @@ fn main() {
             hinge_fused_into(pred.data(), target.data(), &mut grad)
         });
         let tape = median_ms(reps, warm, || hinge_tape(&pred, &target));
+        let unfused = median_ms(reps, warm, || hinge_on(Tape::unfused(), &pred, &target));
         println!(
-            "{:>10}  {:>9.4} ms  {:>9.4} ms  {:>6.2}x  {:>13.4} ms  {:>6.2}x",
+            "{:>10}  {:>9.4} ms  {:>9.4} ms  {:>6.2}x  {:>13.4} ms  {:>6.2}x  {:>9.4} ms",
             n,
             tape,
             fused,
             tape / fused,
             into,
-            tape / into
+            tape / into,
+            unfused
         );
         lines.push(("hinge_tape", n, tape, tape / fused));
+        lines.push(("hinge_tape_unfused", n, unfused, unfused / fused));
         lines.push(("hinge_fused", n, fused, 1.0));
         lines.push(("hinge_fused_into", n, into, into / fused));
     }

@@ -26,10 +26,12 @@
 use crate::tape::{Kind, Lane, Node, Op, Slot, Value, lay_out};
 use crate::tensor::{Shape, Tensor, broadcast_shapes, buffer, data_from_vec, numel, pairwise};
 
-/// Elements per block: the registers of a region of a few ops stay in L1 (a 3-op
-/// region's values and gradients take 6 x 4 KiB). At least 128, numpy's pairwise block,
-/// so that a fused sum splits exactly where `pairwise_sum` does.
-pub(crate) const BLOCK: usize = 512;
+/// Elements per block: the registers of a region of a few ops stay in L1 beside the
+/// streams of its inputs (a 3-op region's values, gradients and scratch take 8 x 2 KiB;
+/// at 512 elements the fused hinge's backward ran 1.5x slower at N = 10^6 and 10^7).
+/// At least 128, numpy's pairwise block, so that a fused sum splits exactly where
+/// `pairwise_sum` does.
+pub(crate) const BLOCK: usize = 256;
 
 /// The most pending nodes one region may hold (counting shared nodes once per use). An
 /// op that would make a larger region lays its pending operands out first.

@@ -86,6 +86,12 @@ pub(crate) trait Op {
     fn from_sum(&self) -> Option<fn(f64, usize) -> f64> {
         None
     }
+    /// For the same reductions: the gradient of every input element from the upstream
+    /// and the input's length, so a pending input need not be laid out for `backward`
+    /// (which does not read it).
+    fn grad_of_sum(&self, _upstream: f64, _len: usize) -> Option<f64> {
+        None
+    }
 }
 
 /// The elements of one operand over a block of a fused region: one number for every
@@ -648,6 +654,15 @@ impl<'t> Var<'t> {
                             slots[j].add_scalar(g);
                         }
                     }
+                    continue;
+                }
+            }
+            // `sum` or `mean` of a pending node: its gradient without its elements.
+            if let ([a], Slot::Scalar(u)) = (inputs, &upstream) {
+                let a = *a;
+                let local = op.grad_of_sum(*u, nodes[a].len());
+                if let (true, Some(g)) = (nodes[a].is_pending(), local) {
+                    slots[a].add_scalar(g);
                     continue;
                 }
             }

@@ -23,6 +23,9 @@ impl Op for Sum {
     fn from_sum(&self) -> Option<fn(f64, usize) -> f64> {
         Some(|sum, _| sum)
     }
+    fn grad_of_sum(&self, u: f64, _: usize) -> Option<f64> {
+        Some(u)
+    }
 }
 
 // ---- mean: sum / n -------------------------------------------------------------------
@@ -42,6 +45,9 @@ impl Op for Mean {
     }
     fn from_sum(&self) -> Option<fn(f64, usize) -> f64> {
         Some(|sum, n| sum / n as f64)
+    }
+    fn grad_of_sum(&self, u: f64, n: usize) -> Option<f64> {
+        Some(u / n as f64)
     }
 }
 
