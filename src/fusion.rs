@@ -41,14 +41,14 @@ pub(crate) const MAX_REGION: usize = 32;
 /// operands are each one element or as long as its output (no broadcast but a
 /// scalar's), pending ones of its exact shape (those of another shape are laid out),
 /// and the region stays within [`MAX_REGION`] (else the pending operands are laid out).
-pub(crate) fn defer(nodes: &mut [Node], inputs: &[usize]) -> Option<Value> {
+pub(crate) fn defer(nodes: &mut [Node], inputs: &[usize], from: usize) -> Option<Value> {
     let shape: Shape = match *inputs {
         [a] => nodes[a].shape().into(),
         [a, b] => broadcast_shapes(nodes[a].shape(), nodes[b].shape())?,
         _ => return None,
     };
     let len = numel(&shape)?;
-    if len < 2
+    if len < from.max(2)
         || inputs
             .iter()
             .any(|&j| nodes[j].len() != 1 && nodes[j].len() != len)

@@ -125,8 +125,9 @@ pub struct Tape {
     /// training loop that reuses the tape reuses the slots too.
     slots: RefCell<Vec<Slot>>,
     id: u64,
-    /// Whether elementwise ops are recorded lazily and evaluated in fused blocks.
-    fused: bool,
+    /// The element count from which an elementwise op is recorded pending and fused
+    /// (`usize::MAX`: never).
+    fuse_from: usize,
 }
 
 pub(crate) struct Node {
@@ -223,6 +224,12 @@ impl Kind {
 
 static NEXT_TAPE_ID: AtomicU64 = AtomicU64::new(0);
 
+/// From how many elements [`Tape::new`] fuses: below it, the arrays of a chain stay in
+/// cache and computing each op whole is faster than recomputing values in the backward;
+/// above it, memory traffic dominates and fusing is faster (the fused and unfused hinge
+/// cross near 6 x 10^5 elements on the machine of the README's table).
+const FUSE_FROM: usize = 1 << 19;
+
 impl Default for Tape {
     fn default() -> Self {
         Tape::new()
@@ -241,25 +248,35 @@ impl Tape {
             nodes: RefCell::new(Vec::with_capacity(nodes)),
             slots: RefCell::new(Vec::new()),
             id: NEXT_TAPE_ID.fetch_add(1, Ordering::Relaxed),
-            fused: true,
+            fuse_from: FUSE_FROM,
         }
     }
 
-    /// An empty tape that computes every op as soon as it is recorded, one whole array
-    /// at a time, instead of fusing chains of elementwise ops (see the crate docs,
-    /// "Fusion"). Values and gradients are the same to the bit either way; this is the
-    /// reference the fused engine is tested against, and a way to rule fusion out.
-    pub fn unfused() -> Tape {
+    /// An empty tape that fuses every chain of elementwise ops on tensors of two or more
+    /// elements, whatever their size: the least memory (see the crate docs, "Fusion").
+    /// [`Tape::new`] fuses only from 2^19 elements, where fusing is also faster.
+    pub fn fused() -> Tape {
         Tape {
-            fused: false,
+            fuse_from: 2,
             ..Tape::new()
         }
     }
 
-    /// Whether this tape fuses chains of elementwise ops ([`Tape::new`]) or computes
-    /// each op eagerly ([`Tape::unfused`]).
-    pub fn is_fused(&self) -> bool {
-        self.fused
+    /// An empty tape that computes every op as soon as it is recorded, one whole array
+    /// at a time, instead of fusing chains of elementwise ops. Values and gradients are
+    /// the same to the bit either way; this is the reference the fused engine is tested
+    /// against, and a way to rule fusion out.
+    pub fn unfused() -> Tape {
+        Tape {
+            fuse_from: usize::MAX,
+            ..Tape::new()
+        }
+    }
+
+    /// The element count from which this tape fuses elementwise ops: 2^19 for
+    /// [`Tape::new`], 2 for [`Tape::fused`], `None` for [`Tape::unfused`].
+    pub fn fuses_from(&self) -> Option<usize> {
+        (self.fuse_from != usize::MAX).then_some(self.fuse_from)
     }
 
     /// The number of nodes recorded so far.
@@ -340,9 +357,9 @@ impl Tape {
     /// the op is elementwise and its operands allow; for `sum` and `mean` of a deferred
     /// operand, summed block by block; otherwise computed now, deferred operands laid out.
     fn forward(&self, nodes: &mut [Node], op: &dyn Op, inputs: &[usize]) -> Result<Value, String> {
-        if self.fused {
+        if self.fuse_from != usize::MAX {
             if op.fusible() {
-                if let Some(value) = fusion::defer(nodes, inputs) {
+                if let Some(value) = fusion::defer(nodes, inputs, self.fuse_from) {
                     return Ok(value);
                 }
             } else if let (Some(from_sum), &[a]) = (op.from_sum(), inputs) {

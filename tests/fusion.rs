@@ -72,17 +72,18 @@ fn differences(fused: &Outcome, unfused: &Outcome) -> Vec<String> {
 
 /// `graph` built on a fused and on an unfused tape: every difference between the two.
 fn fused_vs_unfused(graph: impl Fn(&Tape) -> Outcome) -> Vec<String> {
-    let (fused, unfused) = (Tape::new(), Tape::unfused());
-    assert!(fused.is_fused() && !unfused.is_fused());
+    let (fused, unfused) = (Tape::fused(), Tape::unfused());
+    assert_eq!((fused.fuses_from(), unfused.fuses_from()), (Some(2), None));
     differences(&graph(&fused), &graph(&unfused))
 }
 
 /// The comparison is between the two engines, not one engine twice.
 #[test]
-fn tape_new_fuses_and_tape_unfused_does_not() {
-    assert!(Tape::new().is_fused());
-    assert!(Tape::default().is_fused());
-    assert!(!Tape::unfused().is_fused());
+fn tape_fused_fuses_from_two_elements_tape_new_from_large_arrays_and_unfused_never() {
+    assert_eq!(Tape::fused().fuses_from(), Some(2));
+    assert_eq!(Tape::new().fuses_from(), Some(1 << 19));
+    assert_eq!(Tape::default().fuses_from(), Some(1 << 19));
+    assert_eq!(Tape::unfused().fuses_from(), None);
 }
 
 /// A difference in one value or one gradient is reported, with its label.
@@ -1229,7 +1230,7 @@ fn read_order_graph(tape: &Tape, n: usize, reads: Reads) -> Outcome {
             panic!(
                 "n = {n}, {reads:?}, fused: {}: {name} after backward differs from the \
                  value read before: {d}",
-                tape.is_fused()
+                tape.fuses_from().is_some()
             );
         }
     }
@@ -1259,10 +1260,10 @@ fn reading_values_early_late_or_twice_in_any_order_gives_the_same_bits() {
         let want = read_order_graph(&Tape::unfused(), n, Reads::AfterSweep);
         assert_eq!(want.values.len(), 9);
         for reads in READS {
-            for tape in [Tape::new(), Tape::unfused()] {
+            for tape in [Tape::fused(), Tape::unfused()] {
                 let got = read_order_graph(&tape, n, reads);
                 for d in differences(&got, &want) {
-                    let fused = tape.is_fused();
+                    let fused = tape.fuses_from().is_some();
                     failures.push(format!("n = {n}, {reads:?}, fused: {fused}: {d}"));
                 }
             }
