@@ -23,7 +23,7 @@
 //! region's uses of it), the sweep takes the region's top node alone, as the unfused
 //! engine does, and fuses what lies below.
 
-use crate::tape::{Kind, Lane, Node, Op, Slot, Value, lay_out};
+use crate::tape::{Kind, Lane, Node, Op, Pending, Slot, Value, lay_out};
 use crate::tensor::{Shape, Tensor, broadcast_shapes, buffer, data_from_vec, numel, pairwise};
 
 /// Elements per block: the registers of a region of a few ops stay in L1 beside the
@@ -58,7 +58,7 @@ pub(crate) fn defer(nodes: &mut [Node], inputs: &[usize], from: usize) -> Option
     let mut size = 1;
     for &j in inputs {
         match nodes[j].value {
-            Value::Pending { size: s, .. } if nodes[j].shape() == &shape[..] => size += s,
+            Value::Pending(ref p) if p.shape == shape => size += p.size,
             _ => lay_out(nodes, j),
         }
     }
@@ -66,7 +66,7 @@ pub(crate) fn defer(nodes: &mut [Node], inputs: &[usize], from: usize) -> Option
         inputs.iter().for_each(|&j| lay_out(nodes, j));
         size = 1;
     }
-    Some(Value::Pending { shape, len, size })
+    Some(Value::Pending(Box::new(Pending { shape, len, size })))
 }
 
 /// The pending nodes that `root` depends on through pending nodes, itself included, in
@@ -608,7 +608,7 @@ impl Node {
     pub(crate) fn len(&self) -> usize {
         match &self.value {
             Value::Ready(t) => t.len(),
-            Value::Pending { len, .. } => *len,
+            Value::Pending(p) => p.len,
         }
     }
 }

@@ -142,13 +142,18 @@ pub(crate) struct Node {
 /// until something needs the elements (see `fusion.rs`).
 pub(crate) enum Value {
     Ready(Tensor),
-    Pending {
-        shape: Shape,
-        /// The element count (at least 2).
-        len: usize,
-        /// At least the number of pending nodes this one's region holds.
-        size: usize,
-    },
+    /// Boxed, so that a node stays as small as a tensor makes it (a rank-0 chain reads
+    /// and writes every node).
+    Pending(Box<Pending>),
+}
+
+/// What a pending node knows before its elements are computed.
+pub(crate) struct Pending {
+    pub(crate) shape: Shape,
+    /// The element count (at least 2).
+    pub(crate) len: usize,
+    /// At least the number of pending nodes this one's region holds.
+    pub(crate) size: usize,
 }
 
 impl Node {
@@ -156,18 +161,18 @@ impl Node {
     pub(crate) fn ready(&self) -> &Tensor {
         match &self.value {
             Value::Ready(t) => t,
-            Value::Pending { .. } => unreachable!("the value of a pending node was read"),
+            Value::Pending(_) => unreachable!("the value of a pending node was read"),
         }
     }
 
     pub(crate) fn is_pending(&self) -> bool {
-        matches!(self.value, Value::Pending { .. })
+        matches!(self.value, Value::Pending(_))
     }
 
     pub(crate) fn shape(&self) -> &[usize] {
         match &self.value {
             Value::Ready(t) => t.shape(),
-            Value::Pending { shape, .. } => shape,
+            Value::Pending(p) => &p.shape,
         }
     }
 
@@ -176,7 +181,7 @@ impl Node {
     fn scalar(&self) -> Option<f64> {
         match &self.value {
             Value::Ready(t) => t.as_scalar(),
-            Value::Pending { .. } => None,
+            Value::Pending(_) => None,
         }
     }
 
@@ -193,7 +198,7 @@ impl Node {
 pub(crate) fn value_of(nodes: &[Node], j: usize) -> Cow<'_, Tensor> {
     match &nodes[j].value {
         Value::Ready(t) => Cow::Borrowed(t),
-        Value::Pending { .. } => Cow::Owned(fusion::evaluate(nodes, j)),
+        Value::Pending(_) => Cow::Owned(fusion::evaluate(nodes, j)),
     }
 }
 
@@ -739,7 +744,7 @@ impl<'t> Var<'t> {
 
 /// The operands of a one- or two-input node as plain numbers, if all are rank-0 (the
 /// second is 0 for one input): what `Op::forward_scalar` and `Op::backward_scalar` take.
-#[inline]
+#[inline(always)]
 fn scalar_operands(nodes: &[Node], inputs: &[usize]) -> Option<[f64; 2]> {
     let scalar = |j: usize| nodes[j].scalar();
     match *inputs {
