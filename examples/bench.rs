@@ -26,17 +26,22 @@
 //!   measured first, before anything else has allocated, in bytes per element and in
 //!   arrays of N f64 (the two inputs included).
 //!
-//! Why the tape is slower than the fused loop at 10^6: each op streams whole arrays
-//! through memory (mul, sub, max and sum forward; max, sub and mul backward: about 150
-//! bytes per element against the fused loop's 32), and at 10^6 the tape's working set no
-//! longer fits the last-level cache that holds the fused loop's; only fusing ops would
-//! close that. A rank-0 node carries an n-d tensor (shape and data), its op and its
-//! inputs, and recording, sweeping and clearing the tape each stream that memory once;
-//! the op is a trait object called per node.
+//! - `hinge_tape_unfused`: `hinge_tape` on `Tape::unfused()`, every op computed whole as
+//!   it is recorded (what `Tape::new()` does below 2^19 elements).
+//! - `scalar_chain_reverse_crate`: the same chain on the `reverse` crate's scalar tape,
+//!   compared per step (it records two nodes per step, tapegrad three).
 //!
-//! Peers are not part of this program (CI needs no Python): numpy was timed with
-//! `timeit` (median) on the same machine right after a run of this bench, running the
-//! seed's `hinge_forward` and its np.where gradient on the same inputs. Run-to-run
+//! Why the tape is slower than the fused loop: a fused region runs each op as one pass
+//! over a block's registers (in L1), where the compiled loop keeps every value in CPU
+//! registers, and the backward recomputes the region's values; below 2^19 elements each
+//! op streams whole arrays, which then stay in cache. A rank-0 node carries an n-d
+//! tensor (shape and data), its op and its inputs, and recording, sweeping and clearing
+//! the tape each stream that memory once; the op is a trait object called per node.
+//!
+//! Peers are not part of this program (CI needs no Python):
+//! `examples/peers/hinge_peers.py` times numpy (the seed's `hinge_forward` and its
+//! np.where gradient) and `jax.jit(jax.value_and_grad(...))` in float64 on the same
+//! inputs; run it right after this bench, on the same machine. Run-to-run
 //! variation on a 2-core VM is up to about 20%; compare figures from one run.
 
 use reverse::Gradient;

@@ -296,7 +296,7 @@ impl Sum {
     /// A contribution was written straight into `data[lo..hi]`.
     fn landed(&mut self, lo: usize, hi: usize) {
         if let Base::Scalar(s) = self.base {
-            self.data[lo..hi].iter_mut().for_each(|x| *x = s + *x);
+            self.data[lo..hi].iter_mut().for_each(|x| *x += s);
         }
         self.started = true;
     }

@@ -83,7 +83,7 @@ pub(crate) trait Op {
     /// For a reduction whose value depends on its one input only through the input's
     /// pairwise sum (`sum`, `mean`): the value from that sum and the input's length. A
     /// fused tape then sums a deferred input block by block instead of laying it out.
-    fn from_sum(&self) -> Option<fn(f64, usize) -> f64> {
+    fn value_of_sum(&self) -> Option<fn(f64, usize) -> f64> {
         None
     }
     /// For the same reductions: the gradient of every input element from the upstream
@@ -258,7 +258,7 @@ impl Tape {
     }
 
     /// An empty tape that fuses every chain of elementwise ops on tensors of two or more
-    /// elements, whatever their size: the least memory (see the crate docs, "Fusion").
+    /// elements, whatever their size: the least memory (see [Fusion](crate#fusion)).
     /// [`Tape::new`] fuses only from 2^19 elements, where fusing is also faster.
     pub fn fused() -> Tape {
         Tape {
@@ -367,11 +367,14 @@ impl Tape {
                 if let Some(value) = fusion::defer(nodes, inputs, self.fuse_from) {
                     return Ok(value);
                 }
-            } else if let (Some(from_sum), &[a]) = (op.from_sum(), inputs) {
-                if nodes[a].is_pending() {
-                    let sum = fusion::sum(nodes, a);
-                    return Ok(Value::Ready(Tensor::scalar(from_sum(sum, nodes[a].len()))));
-                }
+            } else if let (Some(value_of_sum), &[a]) = (op.value_of_sum(), inputs)
+                && nodes[a].is_pending()
+            {
+                let sum = fusion::sum(nodes, a);
+                return Ok(Value::Ready(Tensor::scalar(value_of_sum(
+                    sum,
+                    nodes[a].len(),
+                ))));
             }
         }
         for &j in inputs {

@@ -20,7 +20,7 @@ impl Op for Sum {
     fn backward(&self, _: &[&Tensor], _: &Tensor, up: Tensor, _: &[bool]) -> InputGrads {
         smallvec![Some(up)]
     }
-    fn from_sum(&self) -> Option<fn(f64, usize) -> f64> {
+    fn value_of_sum(&self) -> Option<fn(f64, usize) -> f64> {
         Some(|sum, _| sum)
     }
     fn grad_of_sum(&self, u: f64, _: usize) -> Option<f64> {
@@ -43,7 +43,7 @@ impl Op for Mean {
         let n = x[0].len() as f64;
         smallvec![Some(up.map_in_place(|u| u / n))]
     }
-    fn from_sum(&self) -> Option<fn(f64, usize) -> f64> {
+    fn value_of_sum(&self) -> Option<fn(f64, usize) -> f64> {
         Some(|sum, n| sum / n as f64)
     }
     fn grad_of_sum(&self, u: f64, n: usize) -> Option<f64> {
