@@ -124,6 +124,9 @@ pub struct Tape {
     /// One gradient slot per node during a sweep; kept between sweeps (empty) so a
     /// training loop that reuses the tape reuses the slots too.
     slots: RefCell<Vec<Slot>>,
+    /// The indices of the `Tape::var` leaves, in order (so that `backward` collects
+    /// their gradients without scanning every node).
+    vars: RefCell<Vec<usize>>,
     id: u64,
     /// The element count from which an elementwise op is recorded pending and fused
     /// (`usize::MAX`: never).
@@ -252,6 +255,7 @@ impl Tape {
         Tape {
             nodes: RefCell::new(Vec::with_capacity(nodes)),
             slots: RefCell::new(Vec::new()),
+            vars: RefCell::new(Vec::new()),
             id: NEXT_TAPE_ID.fetch_add(1, Ordering::Relaxed),
             fuse_from: FUSE_FROM,
         }
@@ -302,6 +306,7 @@ impl Tape {
     pub fn clear(&mut self) {
         self.nodes.get_mut().clear();
         self.slots.get_mut().clear();
+        self.vars.get_mut().clear();
         self.id = NEXT_TAPE_ID.fetch_add(1, Ordering::Relaxed);
     }
 
@@ -313,6 +318,7 @@ impl Tape {
     pub fn var(&self, value: Tensor) -> Var<'_> {
         let mut nodes = self.record("var");
         let value = Value::Ready(value);
+        self.vars.borrow_mut().push(nodes.len());
         self.append(&mut nodes, Kind::Var, SmallVec::new(), value, true)
     }
 
@@ -340,7 +346,10 @@ impl Tape {
                 );
             }
         }
-        let mut nodes = self.record(op.name());
+        let mut nodes = match self.nodes.try_borrow_mut() {
+            Ok(nodes) => nodes,
+            Err(_) => busy(op.name()),
+        };
         let inputs: SmallVec<[usize; 2]> = match inputs {
             [a] => SmallVec::from_buf_and_len([a.index, 0], 1),
             [a, b] => SmallVec::from_buf([a.index, b.index]),
@@ -721,20 +730,19 @@ impl<'t> Var<'t> {
         }
         // Keep the leaves' gradients, at exactly their shapes; leaves after the root
         // cannot be reached from it and get zeros.
-        let mut leaves = Vec::new();
-        for (i, node) in nodes.iter().enumerate() {
-            if let Kind::Var = node.kind {
-                let grad = slots
-                    .get_mut(i)
-                    .and_then(|g| std::mem::take(g).into_tensor());
-                let shape = node.shape();
-                let g = match grad {
-                    Some(g) if g.shape() == shape => g,
-                    Some(g) => g.broadcast_to(shape),
-                    None => Tensor::zeros(shape),
-                };
-                leaves.push((i, g));
-            }
+        let vars = self.tape.vars.borrow();
+        let mut leaves = Vec::with_capacity(vars.len());
+        for &i in vars.iter() {
+            let grad = slots
+                .get_mut(i)
+                .and_then(|g| std::mem::take(g).into_tensor());
+            let shape = nodes[i].shape();
+            let g = match grad {
+                Some(g) if g.shape() == shape => g,
+                Some(g) => g.broadcast_to(shape),
+                None => Tensor::zeros(shape),
+            };
+            leaves.push((i, g));
         }
         slots.clear();
         Gradients {
@@ -802,11 +810,16 @@ impl Slot {
     /// Add a contribution that is the same for every element.
     #[inline]
     fn add_scalar(&mut self, g: f64) {
-        *self = match std::mem::take(self) {
-            Slot::Empty => Slot::Scalar(g),
-            Slot::Scalar(x) => Slot::Scalar(x + g),
-            Slot::Full(acc) => Slot::from(accumulate(*acc, Tensor::scalar(g))),
-        };
+        match self {
+            Slot::Empty => *self = Slot::Scalar(g),
+            Slot::Scalar(x) => *x += g,
+            Slot::Full(_) => {
+                let Slot::Full(acc) = std::mem::take(self) else {
+                    unreachable!()
+                };
+                *self = Slot::from(accumulate(*acc, Tensor::scalar(g)));
+            }
+        }
     }
 }
 
