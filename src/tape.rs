@@ -125,8 +125,8 @@ pub struct Tape {
     /// training loop that reuses the tape reuses the slots too.
     slots: RefCell<Vec<Slot>>,
     /// The indices of the `Tape::var` leaves, in order (so that `backward` collects
-    /// their gradients without scanning every node).
-    vars: RefCell<Vec<usize>>,
+    /// their gradients without scanning every node); the first 8 need no heap.
+    vars: RefCell<SmallVec<[usize; 8]>>,
     id: u64,
     /// The element count from which an elementwise op is recorded pending and fused
     /// (`usize::MAX`: never).
@@ -255,7 +255,7 @@ impl Tape {
         Tape {
             nodes: RefCell::new(Vec::with_capacity(nodes)),
             slots: RefCell::new(Vec::new()),
-            vars: RefCell::new(Vec::new()),
+            vars: RefCell::new(SmallVec::new()),
             id: NEXT_TAPE_ID.fetch_add(1, Ordering::Relaxed),
             fuse_from: FUSE_FROM,
         }
