@@ -24,7 +24,9 @@
 //! engine does, and fuses what lies below.
 
 use crate::tape::{Kind, Lane, Node, Op, Pending, Slot, Value, lay_out};
-use crate::tensor::{Shape, Tensor, broadcast_shapes, buffer, data_from_vec, numel, pairwise};
+use crate::tensor::{
+    Shape, Tensor, broadcast_shapes, buffer, data_from_vec, numel, pairwise, sum_to,
+};
 
 /// Elements per block: the registers of a region of a few ops stay in L1 beside the
 /// streams of its inputs (a 3-op region's values, gradients and scratch take 8 x 2 KiB;
@@ -263,6 +265,12 @@ impl Consumers {
 /// The gradient of a region input being summed over a fused region's backward, block
 /// by block, in the order the unfused sweep sums it.
 struct Sum {
+    /// The node whose gradient this is (or to which this use's gradient goes).
+    node: usize,
+    /// Where the sum goes when the region is done.
+    into: Into,
+    /// Whether the unfused sweep would hold it as one number (see `backward`).
+    uniform: bool,
     /// What the node's slot held before the region ran.
     base: Base,
     /// The node's gradient: all `n` elements for a full base, else the blocks so far.
@@ -277,7 +285,28 @@ enum Base {
     Full,
 }
 
+/// What becomes of a [`Sum`] when the region is done.
+#[derive(Clone, Copy)]
+enum Into {
+    /// It is the node's gradient so far: it replaces its slot.
+    Slot,
+    /// It is one use's gradient of a one-element node: reduced with `sum_to` and added
+    /// to the node's slot, as the unfused step does.
+    Reduced,
+}
+
 impl Sum {
+    fn new(node: usize, base: Base, data: Vec<f64>, into: Into) -> Sum {
+        Sum {
+            node,
+            into,
+            uniform: !matches!(base, Base::Full),
+            base,
+            data,
+            started: false,
+        }
+    }
+
     /// Whether the next contribution in this block can be written straight into `data`
     /// (nothing to add it to yet but, perhaps, a number added after: [`Sum::landed`]).
     fn fresh(&self) -> bool {
@@ -380,9 +409,10 @@ pub(crate) fn backward(
         }
     }
     // `region` is descending (every node of it has `top`'s shape). Its inputs that
-    // receive a gradient: each must have the region's shape (a one-element operand's
-    // gradient is a sum), and no op outside the region may use it between the region's
-    // first use and `top`.
+    // receive a gradient: each has the region's shape, or one element (its gradient is
+    // then reduced with `sum_to` at the end, one use at a time, as the unfused sweep
+    // does); and no op outside the region may use it between the region's first use
+    // and `top` (that op's gradient would arrive in between).
     let mut inputs: Vec<usize> = Vec::new();
     for &r in &region {
         for &j in &nodes[r].inputs {
@@ -395,16 +425,14 @@ pub(crate) fn backward(
     for &j in &inputs {
         // (`sum_to` between shapes of one length but different ranks is not a copy: it
         // adds to 0, turning -0 into +0; the unfused step does that, so take it.)
-        if nodes[j].shape() != nodes[top].shape() {
+        if nodes[j].len() != 1 && nodes[j].shape() != nodes[top].shape() {
             return false;
         }
-        let uses = consumers.of(j);
-        let first = uses.iter().copied().filter(|c| region.contains(c)).min();
+        let first = region.iter().copied().filter(|&r| nodes[r].inputs.contains(&j)).min();
         let first = first.expect("a region input is used in the region");
-        if uses
-            .iter()
-            .any(|&c| c > first && c < top && !region.contains(&c))
-        {
+        let uses = consumers.of(j); // ascending
+        let (from, to) = (uses.partition_point(|&c| c <= first), uses.partition_point(|&c| c < top));
+        if from < to && uses[from..to].iter().any(|c| !region.contains(c)) {
             return false;
         }
     }
@@ -415,46 +443,52 @@ pub(crate) fn backward(
         Some(t) => t.broadcast_to(nodes[top].shape()),
         None => return true,
     };
-    let mut sums: Vec<Sum> = inputs
-        .iter()
-        .map(|&j| {
-            let (base, data) = match std::mem::take(&mut slots[j]).into_tensor() {
-                None => (Base::Empty, buffer(n)),
-                Some(t) if t.len() == 1 => (Base::Scalar(t.data()[0]), buffer(n)),
-                Some(t) => {
-                    let t = match t.len() == n {
-                        true => t,
-                        false => t.broadcast_to(nodes[j].shape()),
-                    };
-                    let mut data = buffer(n);
-                    data.extend_from_slice(t.data());
-                    (Base::Full, data)
-                }
-            };
-            Sum {
-                base,
-                data,
-                started: false,
+    // One sum per input of the region's shape, starting from its slot; one per use of
+    // a one-element input (each reduced on its own at the end).
+    let mut sums: Vec<Sum> = Vec::new();
+    let mut full_sum = vec![usize::MAX; inputs.len()];
+    for (x, &j) in inputs.iter().enumerate() {
+        if nodes[j].len() == 1 {
+            continue;
+        }
+        let (base, data) = match std::mem::take(&mut slots[j]).into_tensor() {
+            None => (Base::Empty, buffer(n)),
+            Some(t) if t.len() == 1 => (Base::Scalar(t.data()[0]), buffer(n)),
+            Some(t) => {
+                let t = match t.len() == n {
+                    true => t,
+                    false => t.broadcast_to(nodes[j].shape()),
+                };
+                let mut data = buffer(n);
+                data.extend_from_slice(t.data());
+                (Base::Full, data)
             }
-        })
-        .collect();
+        };
+        full_sum[x] = sums.len();
+        sums.push(Sum::new(j, base, data, Into::Slot));
+    }
     // Where each operand of each region node sends its gradient.
-    let target = |j: usize| match region.iter().position(|&q| q == j) {
-        Some(q) => Target::Region(q),
-        None => Target::Input(inputs.iter().position(|&x| x == j).expect("an input")),
-    };
-    let targets: Vec<[Option<Target>; 2]> = region
-        .iter()
-        .map(|&r| {
-            let ins = &nodes[r].inputs;
-            let t = |k: usize| {
-                ins.get(k)
-                    .filter(|&&j| nodes[j].tracked)
-                    .map(|&j| target(j))
-            };
-            [t(0), t(1)]
-        })
-        .collect();
+    let mut targets: Vec<[Option<Target>; 2]> = Vec::with_capacity(region.len());
+    for &r in &region {
+        let mut t = [None; 2];
+        for (k, &j) in nodes[r].inputs.iter().enumerate() {
+            if !nodes[j].tracked {
+                continue;
+            }
+            t[k] = Some(match region.iter().position(|&q| q == j) {
+                Some(q) => Target::Region(q),
+                None if nodes[j].len() == 1 => {
+                    sums.push(Sum::new(j, Base::Empty, buffer(n), Into::Reduced));
+                    Target::Input(sums.len() - 1)
+                }
+                None => {
+                    let x = inputs.iter().position(|&x| x == j).expect("an input");
+                    Target::Input(full_sum[x])
+                }
+            });
+        }
+        targets.push(t);
+    }
 
     // Which gradients the unfused sweep would hold as one number: a uniform upstream
     // stays uniform through ops whose gradients read only the upstream (add, sub, neg).
@@ -462,14 +496,13 @@ pub(crate) fn backward(
     // count where it sums a laid-out one, and the two differ in the last bit.
     let mut uniform = vec![true; region.len()];
     uniform[0] = upstream.len() == 1;
-    let mut uniform_input: Vec<bool> = sums.iter().map(|s| !matches!(s.base, Base::Full)).collect();
     for (at, &r) in region.iter().enumerate() {
         // (descending: every consumer of a region node has been seen before it)
         let gives = uniform[at] && !nodes[r].op().reads_operands();
         for t in targets[at].iter().flatten() {
             match *t {
                 Target::Region(q) => uniform[q] &= gives,
-                Target::Input(x) => uniform_input[x] &= gives,
+                Target::Input(x) => sums[x].uniform &= gives,
             }
         }
     }
@@ -590,15 +623,25 @@ pub(crate) fn backward(
             }
         }
     }
-    for ((&j, sum), uniform) in inputs.iter().zip(sums).zip(uniform_input) {
-        if uniform {
+    // (in order: the uses of a one-element input were made in descending order)
+    for sum in sums {
+        let j = sum.node;
+        let shape = nodes[j].shape();
+        match sum.into {
             // Every element went through the same additions of the same numbers.
-            slots[j] = Slot::Scalar(sum.data[0]);
-            continue;
+            Into::Slot if sum.uniform => slots[j] = Slot::Scalar(sum.data[0]),
+            Into::Slot => {
+                let t = Tensor::from_parts(data_from_vec(sum.data), shape.into());
+                slots[j] = Slot::Full(Box::new(t));
+            }
+            Into::Reduced => {
+                let g = match sum.uniform {
+                    true => Tensor::scalar(sum.data[0]),
+                    false => Tensor::from_parts(data_from_vec(sum.data), nodes[top].shape().into()),
+                };
+                slots[j].add(sum_to(g, nodes[top].shape(), shape));
+            }
         }
-        let shape = nodes[j].shape().into();
-        let t = Tensor::from_parts(data_from_vec(sum.data), shape);
-        slots[j] = Slot::Full(Box::new(t));
     }
     true
 }

@@ -32,7 +32,8 @@ use std::panic::Location;
 #[track_caller]
 pub fn hinge<'t>(pred: Var<'t>, target: Var<'t>) -> Var<'t> {
     batch("hinge", pred, target);
-    let n = pred.value().len();
+    // (from the shape: reading the value would lay out a pending `pred`)
+    let n: usize = pred.shape().iter().product();
     max(0.0, 1.0 - pred * target).sum() / n as f64
 }
 

@@ -795,7 +795,7 @@ impl Slot {
     }
 
     /// Add one more contribution.
-    fn add(&mut self, g: Tensor) {
+    pub(crate) fn add(&mut self, g: Tensor) {
         match g.as_scalar() {
             Some(x) => self.add_scalar(x),
             None => {
