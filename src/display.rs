@@ -5,8 +5,9 @@
 //! `dot -Tsvg loss.dot -o loss.svg`. `Display for Tape` prints every node as one row of
 //! a table, for a quick look in a terminal.
 
-use crate::tape::{Gradients, Kind, Node, Tape, Var, value_of};
-use crate::tensor::{Tensor, write_preview};
+use crate::fusion;
+use crate::tape::{Gradients, Kind, Node, Tape, Value, Var};
+use crate::tensor::{Tensor, write_preview, write_preview_of};
 use std::fmt::{self, Write};
 
 /// Values with at most this many elements are shown in full; longer ones as a preview of
@@ -56,7 +57,7 @@ impl Var<'_> {
                 (Kind::Var, Some(g)) => g.leaf(self.tape, i),
                 _ => None,
             };
-            let label = escape(&node_label(i, node, &value_of(&nodes, i), grad));
+            let label = escape(&node_label(i, node, &node_preview(&nodes, i), grad));
             let style = match node.kind {
                 Kind::Var => "shape=ellipse, style=filled, fillcolor=\"#cfe2ff\"",
                 Kind::Constant => "shape=box, style=filled, fillcolor=\"#e9ecef\"",
@@ -104,17 +105,30 @@ fn reached_from(nodes: &[Node], root: usize) -> Vec<bool> {
 }
 
 /// `#3 mul` / `shape [4]` / `value [...]` (/ `grad [...]`), lines joined by `\n`.
-fn node_label(index: usize, node: &Node, value: &Tensor, grad: Option<&Tensor>) -> String {
+fn node_label(index: usize, node: &Node, value: &str, grad: Option<&Tensor>) -> String {
     let mut label = format!(
         "#{index} {}\nshape {:?}\nvalue {}",
         node.kind.name(),
         node.shape(),
-        preview(value.data())
+        value
     );
     if let Some(g) = grad {
         let _ = write!(label, "\ngrad {}", preview(g.data()));
     }
     label
+}
+
+/// [`preview`] of node `i`'s value; of a pending node, only the elements shown are
+/// computed.
+fn node_preview(nodes: &[Node], i: usize) -> String {
+    match &nodes[i].value {
+        Value::Ready(t) => preview(t.data()),
+        Value::Pending(p) => {
+            let mut s = String::new();
+            let _ = write_preview_of(&mut s, &fusion::first(nodes, i, SHOWN), p.len, SHOWN);
+            s
+        }
+    }
 }
 
 /// `[a, b, c, d]`, or `[a, b, c, d, ... (n in all)]` past [`SHOWN`] elements.
@@ -164,7 +178,7 @@ impl fmt::Display for Tape {
                     node.kind.name().to_string(),
                     format!("{:?}", node.shape()),
                     inputs.join(", "),
-                    preview(value_of(&nodes, i).data()),
+                    node_preview(&nodes, i),
                 ]
             })
             .collect();

@@ -1,27 +1,30 @@
 //! Loop fusion: chains of elementwise ops evaluated block by block, forward and backward.
 //!
-//! On a fused tape ([`crate::Tape::new`]) an elementwise op whose operands are each one
-//! number or as long as its output is recorded *pending*: its node holds the shape, not
-//! the elements. Pending nodes form regions; a region is evaluated only when something
-//! needs its elements:
+//! On a tape that fuses ([`crate::Tape::fused`] always; [`crate::Tape::new`] for cheap
+//! ops on large tensors, see the crate docs), an elementwise op whose operands are each
+//! one number or as long as its output is recorded *pending* ([`defer`]): its node holds
+//! the shape, not the elements. A pending node's *cone* is the pending nodes it depends
+//! on through pending nodes; it is evaluated only when something needs its elements:
 //!
-//! - a non-elementwise op (matmul, `sum_axis`, a custom op, a true broadcast), `value()`
-//!   or `Display` lays the node out (and, but in `Display`, keeps it);
-//! - `sum` and `mean` of a pending node sum it block by block, with the same pairwise
-//!   blocking as [`crate::pairwise_sum`], so nothing is laid out;
-//! - `backward` reaching a pending node runs the backward of its whole region in one
-//!   pass: per block of [`BLOCK`] elements it recomputes the region's values, then
-//!   applies each op's per-element backward rule in reverse order, and writes only the
+//! - a non-elementwise op, a true broadcast, a pending operand of another shape (`[n]`
+//!   into `[1, n]`), a cone past [`MAX_CONE`], or `value()` lays the node out (and keeps
+//!   it); `Display`, `to_dot` and `Debug` compute a preview or a copy, not kept;
+//! - `sum` and `mean` of a pending node sum it block by block ([`sum`]), with the same
+//!   pairwise blocking as [`crate::pairwise_sum`], so nothing is laid out;
+//! - `backward` reaching a pending node runs the backward of its *region* (the pending
+//!   nodes below it all of whose uses are in the region) in one pass ([`backward`]): per
+//!   block of [`BLOCK`] elements it recomputes the values the rules read, then applies
+//!   each op's per-element backward rule in reverse order, and writes only the
 //!   gradients of the region's inputs.
 //!
 //! Both directions run the ops' own per-element rules (`PerElement` in `ops/mod.rs`
 //! through `Op::forward_block` and `Op::backward_block`), and every gradient is summed
 //! in the order the unfused sweep sums it, so a fused tape gives the same values and
 //! gradients as [`crate::Tape::unfused`] to the bit. Where that order could not be kept
-//! (a tracked one-element operand broadcast over a region, whose gradient is a sum over
-//! it; or a region input that some op outside the region also uses, between the
-//! region's uses of it), the sweep takes the region's top node alone, as the unfused
-//! engine does, and fuses what lies below.
+//! (an input whose shape has the region's length but another rank, or an input that an
+//! op outside the region uses between the region's first use of it and the region's
+//! top), the sweep takes the region's top node alone, as the unfused engine does, and
+//! fuses what lies below.
 
 use crate::tape::{Kind, Lane, Node, Op, Pending, Slot, Value, lay_out};
 use crate::tensor::{
@@ -35,14 +38,15 @@ use crate::tensor::{
 /// `pairwise_sum` does.
 pub(crate) const BLOCK: usize = 256;
 
-/// The most pending nodes one region may hold (counting shared nodes once per use). An
-/// op that would make a larger region lays its pending operands out first.
-pub(crate) const MAX_REGION: usize = 32;
+/// The most pending nodes one cone may hold, counted once per path (so a shared node
+/// counts once for each way to reach it). An op that would make a larger cone lays its
+/// pending operands out first.
+pub(crate) const MAX_CONE: usize = 32;
 
 /// The pending value of an elementwise op on `inputs`, if it can be deferred: its
 /// operands are each one element or as long as its output (no broadcast but a
 /// scalar's), pending ones of its exact shape (those of another shape are laid out),
-/// and the region stays within [`MAX_REGION`] (else the pending operands are laid out).
+/// and the cone stays within [`MAX_CONE`] (else the pending operands are laid out).
 pub(crate) fn defer(nodes: &mut [Node], inputs: &[usize], from: usize) -> Option<Value> {
     let shape: Shape = match *inputs {
         [a] => nodes[a].shape().into(),
@@ -64,11 +68,16 @@ pub(crate) fn defer(nodes: &mut [Node], inputs: &[usize], from: usize) -> Option
             _ => lay_out(nodes, j),
         }
     }
-    if size > MAX_REGION {
+    if size > MAX_CONE {
         inputs.iter().for_each(|&j| lay_out(nodes, j));
         size = 1;
     }
-    Some(Value::Pending(Box::new(Pending { shape, len, size })))
+    Some(Value::Pending(Box::new(Pending {
+        shape,
+        len,
+        size,
+        uses: 0,
+    })))
 }
 
 /// The pending nodes that `root` depends on through pending nodes, itself included, in
@@ -169,7 +178,8 @@ impl<'a> Program<'a> {
         }
     }
 
-    /// Operand `k` of step `s` over the block `lo..hi` last run.
+    /// Operand `k` of step `s` over the block `lo..hi` last run (a skipped step's
+    /// register holds stale values).
     fn operand(&self, s: usize, k: usize, lo: usize, hi: usize) -> Lane<'_> {
         lane(self.steps[s].operands[k], &self.registers, lo, hi)
     }
@@ -203,6 +213,16 @@ pub(crate) fn evaluate(nodes: &[Node], j: usize) -> Tensor {
         v.extend_from_slice(program.register(top, hi - lo));
     }
     Tensor::from_parts(data_from_vec(v), nodes[j].shape().into())
+}
+
+/// The first `count` (at most [`BLOCK`]) elements of pending node `j`: one block of its
+/// cone, for a preview that need not compute the rest.
+pub(crate) fn first(nodes: &[Node], j: usize, count: usize) -> Vec<f64> {
+    let cone = cone(nodes, j);
+    let mut program = Program::new(nodes, &cone);
+    let count = count.min(nodes[j].len()).min(BLOCK);
+    program.run(0, count);
+    program.register(cone.len() - 1, count).to_vec()
 }
 
 /// `pairwise_sum` of pending node `j`'s elements without laying them out: the pairwise
@@ -428,10 +448,17 @@ pub(crate) fn backward(
         if nodes[j].len() != 1 && nodes[j].shape() != nodes[top].shape() {
             return false;
         }
-        let first = region.iter().copied().filter(|&r| nodes[r].inputs.contains(&j)).min();
+        let first = region
+            .iter()
+            .copied()
+            .filter(|&r| nodes[r].inputs.contains(&j))
+            .min();
         let first = first.expect("a region input is used in the region");
         let uses = consumers.of(j); // ascending
-        let (from, to) = (uses.partition_point(|&c| c <= first), uses.partition_point(|&c| c < top));
+        let (from, to) = (
+            uses.partition_point(|&c| c <= first),
+            uses.partition_point(|&c| c < top),
+        );
         if from < to && uses[from..to].iter().any(|c| !region.contains(c)) {
             return false;
         }

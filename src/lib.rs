@@ -43,15 +43,17 @@
 //! On large tensors a chain of elementwise ops is not computed op by op, each streaming
 //! whole arrays through memory: it is *fused*. An elementwise op whose operands are each
 //! one number or as long as its result is recorded *pending* (its shape is known, its
-//! elements are not computed yet). When something needs the elements, the whole chain
-//! behind them is evaluated block by block (256 elements, so that every intermediate
-//! stays in the L1 cache), and only what was asked for is written out:
+//! elements are not computed yet). When something needs the elements, the chain behind
+//! them is evaluated block by block (256 elements, so that every intermediate stays in
+//! the L1 cache), and only what was asked for is written out:
 //! - `sum` and `mean` of a pending value sum it block by block, with numpy's pairwise
 //!   blocking, so the sum is the one [`pairwise_sum`] gives on the laid-out array;
-//! - any other op, [`Var::value`] and `Display` lay the value out (and keep it);
-//! - `backward` takes each fused region in one pass: per block it recomputes the
-//!   region's values, applies each op's per-element backward rule in reverse, and writes
-//!   only the gradients of the region's inputs.
+//! - any other op and [`Var::value`] lay the value out and keep it (`value()` inside a
+//!   custom op's backward computes it without keeping it); `Display` and `to_dot`
+//!   compute only the elements they show;
+//! - `backward` takes each fused chain in one pass: per block it recomputes the chain's
+//!   values, applies each op's per-element backward rule in reverse, and writes only the
+//!   gradients of the chain's inputs.
 //!
 //! Both directions run each op's one per-element rule, and gradients are summed in the
 //! order the unfused sweep sums them, so values and gradients are the same to the bit
@@ -59,10 +61,16 @@
 //! the op table and random graphs). The hinge loss at N = 10^7 keeps 3 arrays alive
 //! (the two inputs and the gradient) where the unfused chain keeps 6.
 //!
-//! [`Tape::new`] fuses results of 2^19 elements and more: below that, the arrays of a
-//! chain stay in cache, and computing each op whole is faster than recomputing values in
-//! the backward. [`Tape::fused`] fuses from two elements (the least memory);
-//! [`Tape::unfused`] never fuses.
+//! Which tape fuses what:
+//! - [`Tape::new`] fuses results of 2^19 elements and more, of the ops that cost about
+//!   as little as moving an element through memory (add, sub, mul, neg, max, min, abs,
+//!   relu), and lays out a pending value as soon as a second op uses it. Below 2^19 the
+//!   arrays of a chain stay in cache, and computing each op whole is faster than
+//!   recomputing in the backward; recomputing `exp`, `tanh` or `sin`, or a value shared
+//!   by several chains, costs more than storing it.
+//! - [`Tape::fused`] fuses every elementwise op from two elements, shared values
+//!   included: the least memory.
+//! - [`Tape::unfused`] never fuses.
 
 #![forbid(unsafe_code)]
 #![deny(missing_docs)]

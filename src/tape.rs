@@ -71,6 +71,11 @@ pub(crate) trait Op {
     ) {
         unreachable!("backward_block of an op that is not fusible")
     }
+    /// Whether the op is cheap enough to recompute rather than store (see
+    /// `PerElement::CHEAP`).
+    fn cheap(&self) -> bool {
+        false
+    }
     /// Whether `backward_block` reads the operands (not for add, sub, neg).
     fn reads_operands(&self) -> bool {
         true
@@ -131,6 +136,10 @@ pub struct Tape {
     /// The element count from which an elementwise op is recorded pending and fused
     /// (`usize::MAX`: never).
     fuse_from: usize,
+    /// Whether every elementwise op is fused and a pending value may feed several ops
+    /// (`Tape::fused`), or only cheap ops, each pending value feeding one op
+    /// (`Tape::new`: a value used twice is laid out, not recomputed for each use).
+    fuse_all: bool,
 }
 
 pub(crate) struct Node {
@@ -155,8 +164,10 @@ pub(crate) struct Pending {
     pub(crate) shape: Shape,
     /// The element count (at least 2).
     pub(crate) len: usize,
-    /// At least the number of pending nodes this one's region holds.
+    /// At least the number of pending nodes in this one's cone.
     pub(crate) size: usize,
+    /// How many ops use it so far.
+    pub(crate) uses: u32,
 }
 
 impl Node {
@@ -232,7 +243,7 @@ impl Kind {
 
 static NEXT_TAPE_ID: AtomicU64 = AtomicU64::new(0);
 
-/// From how many elements [`Tape::new`] fuses: below it, the arrays of a chain stay in
+/// From how many elements [`Tape::new`] fuses cheap ops: below it, the arrays of a chain stay in
 /// cache and computing each op whole is faster than recomputing values in the backward;
 /// above it, memory traffic dominates and fusing is faster (the fused and unfused hinge
 /// cross near 6 x 10^5 elements on the machine of the README's table).
@@ -258,15 +269,18 @@ impl Tape {
             vars: RefCell::new(SmallVec::new()),
             id: NEXT_TAPE_ID.fetch_add(1, Ordering::Relaxed),
             fuse_from: FUSE_FROM,
+            fuse_all: false,
         }
     }
 
     /// An empty tape that fuses every chain of elementwise ops on tensors of two or more
-    /// elements, whatever their size: the least memory (see [Fusion](crate#fusion)).
-    /// [`Tape::new`] fuses only from 2^19 elements, where fusing is also faster.
+    /// elements, whatever their size and their ops: the least memory (see
+    /// [Fusion](crate#fusion)). [`Tape::new`] fuses only cheap ops from 2^19 elements,
+    /// where fusing is also faster.
     pub fn fused() -> Tape {
         Tape {
             fuse_from: 2,
+            fuse_all: true,
             ..Tape::new()
         }
     }
@@ -372,7 +386,20 @@ impl Tape {
     /// operand, summed block by block; otherwise computed now, deferred operands laid out.
     fn forward(&self, nodes: &mut [Node], op: &dyn Op, inputs: &[usize]) -> Result<Value, String> {
         if self.fuse_from != usize::MAX {
-            if op.fusible() {
+            if !self.fuse_all {
+                // A pending value that already feeds an op is laid out for the second.
+                for (k, &j) in inputs.iter().enumerate() {
+                    if let Value::Pending(p) = &mut nodes[j].value
+                        && !inputs[..k].contains(&j)
+                    {
+                        p.uses += 1;
+                        if p.uses > 1 {
+                            lay_out(nodes, j);
+                        }
+                    }
+                }
+            }
+            if op.fusible() && (self.fuse_all || op.cheap()) {
                 if let Some(value) = fusion::defer(nodes, inputs, self.fuse_from) {
                     return Ok(value);
                 }

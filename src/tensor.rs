@@ -414,15 +414,25 @@ impl fmt::Display for Tensor {
 
 /// `[a, b, c, ... (n in all)]`, at most `max` elements.
 pub(crate) fn write_preview(f: &mut dyn fmt::Write, data: &[f64], max: usize) -> fmt::Result {
+    write_preview_of(f, data, data.len(), max)
+}
+
+/// [`write_preview`] of `len` elements of which `first` holds at least the first `max`.
+pub(crate) fn write_preview_of(
+    f: &mut dyn fmt::Write,
+    first: &[f64],
+    len: usize,
+    max: usize,
+) -> fmt::Result {
     f.write_str("[")?;
-    for (i, x) in data.iter().take(max).enumerate() {
+    for (i, x) in first.iter().take(max).enumerate() {
         if i > 0 {
             f.write_str(", ")?;
         }
         write!(f, "{x}")?;
     }
-    if data.len() > max {
-        write!(f, ", ... ({} in all)", data.len())?;
+    if len > max {
+        write!(f, ", ... ({len} in all)")?;
     }
     f.write_str("]")
 }

@@ -8,6 +8,7 @@ use crate::tape::Var;
 struct Add;
 impl PerElement for Add {
     const NAME: &'static str = "add";
+    const CHEAP: bool = true;
     const READS_OUT: bool = false;
     const UPSTREAM_ONLY: bool = true;
     fn value(&self, a: f64, b: f64) -> f64 {
@@ -23,6 +24,7 @@ operator!(Add, add, Add);
 struct Sub;
 impl PerElement for Sub {
     const NAME: &'static str = "sub";
+    const CHEAP: bool = true;
     const READS_OUT: bool = false;
     const UPSTREAM_ONLY: bool = true;
     fn value(&self, a: f64, b: f64) -> f64 {
@@ -38,6 +40,7 @@ operator!(Sub, sub, Sub);
 struct Mul;
 impl PerElement for Mul {
     const NAME: &'static str = "mul";
+    const CHEAP: bool = true;
     const READS_OUT: bool = false;
     fn value(&self, a: f64, b: f64) -> f64 {
         a * b
@@ -68,6 +71,7 @@ operator!(Div, div, Div);
 struct Neg;
 impl PerElement for Neg {
     const NAME: &'static str = "neg";
+    const CHEAP: bool = true;
     const READS_OUT: bool = false;
     const UPSTREAM_ONLY: bool = true;
     fn value(&self, a: f64, _: f64) -> f64 {
@@ -179,6 +183,7 @@ fn select<const TIE: u8>(a_wins: bool, b_wins: bool, u: f64) -> [f64; 2] {
 struct Max<const TIE: u8>;
 impl<const TIE: u8> PerElement for Max<TIE> {
     const NAME: &'static str = "max";
+    const CHEAP: bool = true;
     const READS_OUT: bool = false;
     fn value(&self, a: f64, b: f64) -> f64 {
         if a.is_nan() || a > b { a } else { b }
@@ -192,6 +197,7 @@ impl<const TIE: u8> PerElement for Max<TIE> {
 struct Min<const TIE: u8>;
 impl<const TIE: u8> PerElement for Min<TIE> {
     const NAME: &'static str = "min";
+    const CHEAP: bool = true;
     const READS_OUT: bool = false;
     fn value(&self, a: f64, b: f64) -> f64 {
         if a.is_nan() || a < b { a } else { b }
@@ -318,6 +324,7 @@ assign!(DivAssign, div_assign, /);
 struct Abs;
 impl PerElement for Abs {
     const NAME: &'static str = "abs";
+    const CHEAP: bool = true;
     const READS_OUT: bool = false;
     fn value(&self, a: f64, _: f64) -> f64 {
         a.abs()
@@ -447,6 +454,7 @@ impl<'t> Var<'t> {
 struct Relu;
 impl PerElement for Relu {
     const NAME: &'static str = "relu";
+    const CHEAP: bool = true;
     const READS_OUT: bool = false;
     fn value(&self, a: f64, _: f64) -> f64 {
         // np.maximum(a, 0): NaN stays NaN, and -0.0 gives 0.0 (numpy returns b at a tie).

@@ -34,6 +34,10 @@ pub(crate) trait PerElement: 'static {
     /// Whether the gradients depend on the upstream element alone (add, sub, neg): then
     /// a uniform upstream gives uniform gradients, kept as one number.
     const UPSTREAM_ONLY: bool = false;
+    /// Whether the op costs about as little as moving its element through memory (add,
+    /// sub, mul, neg, max, min, abs, relu): only such ops are fused by `Tape::new`,
+    /// whose fused backward recomputes them.
+    const CHEAP: bool = false;
     /// Whether `grad` reads the output `out` (`false` lets a fused backward skip
     /// recomputing the value; a rule whose `grad` names `out` must leave it `true`).
     const READS_OUT: bool = true;
@@ -104,6 +108,10 @@ impl<R: PerElement> Op for Elementwise<R> {
 
     fn reads_operands(&self) -> bool {
         !R::UPSTREAM_ONLY
+    }
+
+    fn cheap(&self) -> bool {
+        R::CHEAP
     }
 
     fn reads_out(&self) -> bool {
@@ -269,7 +277,8 @@ fn block_grads<R: PerElement>(
 ) {
     let n = g.iter().flatten().map(|g| g.len()).next().unwrap_or(0);
     let (a, b, up) = (a.first(n), b.first(n), up.first(n));
-    // `out` is not recomputed for a rule that does not read it (then it is not `n` long).
+    // `out` is not recomputed for a rule that does not read it (its register then holds
+    // stale values, and the rule gets NaN instead).
     let out = if R::READS_OUT { &out[..n] } else { out };
     let grad = move |i: usize| {
         let o = if R::READS_OUT { out[i] } else { f64::NAN };
