@@ -31,22 +31,29 @@
 //!   (fourth-order finite differences; at a kink the tape's value must lie between the
 //!   one-sided slopes).
 //!
-//! Training: minibatch SGD with momentum on rows 0..1500, reported on rows 1500..1797.
-//! Hyperparameters: H = 64 (as wide as the input; 16 to 256 all end within a percent of
-//! each other), reg = 1e-3 (a light L2 penalty; 3e-3 and more only lower the test
-//! accuracy), batches of 50 rows reshuffled every epoch (30 updates per epoch: far fewer
-//! epochs than full-batch descent needs), learning rate 0.1 with momentum 0.9, 40 epochs
-//! (the test accuracy stops improving after about 20; the train accuracy is near 1).
-//! He-uniform initialization (`W ~ U(-sqrt(6 / fan_in), sqrt(6 / fan_in))`, biases 0)
-//! from a seeded SplitMix64: every run is the same, about 0.4 s in release.
+//! Training: minibatch SGD with momentum on rows 0..1500, augmented; reported on rows
+//! 1500..1797, which the training never sees. The file is UCI's writer-independent test
+//! set (13 writers), apparently in writer order, and its last 297 rows are hard for a net
+//! trained on the first 1500: this net on the plain 1500 rows ends at 0.91 to 0.93 there
+//! over seeds, learning rates, widths, L2 strengths and input scalings (1-nearest
+//! neighbour gets 0.946, an RBF SVM 0.953). What lifts it past 0.95 is more handwriting
+//! of the same writers, made from the training rows only:
+//! - each image shifted by one pixel in each of the 9 ways (dx, dy in {-1, 0, 1}, the
+//!   original included, zeros shifted in): 13,500 rows;
+//! - 12 random distortions of each image: a rotation (up to 0.2 rad), a shear (up to
+//!   0.2), a scale (0.9 to 1.1) and a shift (up to half a pixel) about the image's
+//!   centre, plus an elastic field (uniform noise on the 8x8 grid, smoothed by a
+//!   Gaussian of sigma 1.5 pixels, scaled to an RMS of half a pixel), sampled
+//!   bilinearly with zeros outside: 18,000 rows.
 //!
-//! The pass mark is 0.90 test accuracy, not 0.95: the file is UCI's writer-independent
-//! test set (13 writers), apparently in writer order, and its last 297 rows are hard for
-//! a net trained on the first 1500; their 3s especially (a third of them go to 8, 7 or
-//! 5). This net ends at 0.91 to 0.93 there over seeds, learning rates 0.01 to 0.5, H 16
-//! to 256, reg 0 to 3e-2, full batch or minibatch, inputs scaled or standardized;
-//! 1-nearest-neighbour gets 0.946; the same net on a seeded shuffled split of the same
-//! sizes gets 0.97 to 0.98. Below 0.90 the training went wrong.
+//! Hyperparameters: H = 128, reg = 2e-4, batches of 50 rows of the 31,500 reshuffled
+//! every epoch, learning rate 0.2 decayed to 0 along a half cosine over the 9,450
+//! steps, momentum 0.9, 15 epochs. He-uniform initialization
+//! (`W ~ U(-sqrt(6 / fan_in), sqrt(6 / fan_in))`, biases 0) from a seeded SplitMix64:
+//! every run is the same. The recipe was found in numpy over 20 seeds (test accuracy
+//! 0.960 to 0.987, median 0.970; its choices were checked on a split of the training
+//! rows alone, 0..1200 against 1200..1500, where it gets 0.983 to 0.990); the pass mark
+//! here is 0.95.
 //!
 //! Data: `examples/data/digits.csv`, the UCI ML Repository's Optical Recognition of
 //! Handwritten Digits (test set; E. Alpaydin, C. Kaynak, 1998), 1797 8x8 images, as
@@ -57,6 +64,7 @@
 mod common;
 
 use common::{parse_epochs, read_csv};
+use std::f64::consts::PI;
 use std::process::exit;
 use std::time::Instant;
 use tapegrad::check::{Tolerance, compare, gradcheck_many};
@@ -66,15 +74,26 @@ const DATA: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/examples/data/digits.cs
 /// Rows 0..TRAIN train; the rest are the test rows.
 const TRAIN: usize = 1500;
 const CLASSES: usize = 10;
-const HIDDEN: usize = 64;
-const REG: f64 = 1e-3;
+const HIDDEN: usize = 128;
+const REG: f64 = 2e-4;
 const BATCH: usize = 50;
-const LEARNING_RATE: f64 = 0.1;
+/// The learning rate at the first step; it decays to 0 along a half cosine.
+const LEARNING_RATE: f64 = 0.2;
 const MOMENTUM: f64 = 0.9;
-const DEFAULT_EPOCHS: usize = 40;
+const DEFAULT_EPOCHS: usize = 15;
 const SEED: u64 = 0x231;
-/// The least test accuracy that passes (see the module docs for why not 0.95).
-const MIN_TEST_ACCURACY: f64 = 0.90;
+/// Random distortions made of each training image.
+const COPIES: usize = 12;
+/// The distortions' largest rotation (rad), shear, change of scale and shift (pixels).
+const ROTATION: f64 = 0.2;
+const SHEAR: f64 = 0.2;
+const SCALE: f64 = 0.1;
+const SHIFT: f64 = 0.5;
+/// The elastic field's smoothing (sigma, pixels) and RMS size (pixels).
+const ELASTIC_SIGMA: f64 = 1.5;
+const ELASTIC_RMS: f64 = 0.5;
+/// The least test accuracy that passes.
+const MIN_TEST_ACCURACY: f64 = 0.95;
 const NAMES: [&str; 4] = ["W1", "b1", "W2", "b2"];
 
 /// Rows of features (already scaled) with their classes.
@@ -145,9 +164,17 @@ fn main() {
     let mut ok = compare_all("the seeded start, 1500 train rows", &train, &params);
     ok &= kink_check(&train, &mut rng);
 
-    // Minibatch SGD with momentum, the tape's gradients; one tape, cleared every step.
+    // Minibatch SGD with momentum on the augmented rows, the tape's gradients; one tape,
+    // cleared every step.
+    let augmented = augment(&train, &mut rng);
+    println!(
+        "\ntraining rows: {} (the {} train rows, shifted 9 ways and distorted {COPIES} times)",
+        augmented.n, train.n
+    );
     let mut velocity: Vec<Tensor> = params.iter().map(|p| Tensor::zeros(p.shape())).collect();
-    let mut order: Vec<usize> = (0..train.n).collect();
+    let mut order: Vec<usize> = (0..augmented.n).collect();
+    let steps = epochs * augmented.n.div_ceil(BATCH);
+    let mut step = 0;
     let mut tape = Tape::new();
     println!(
         "\n{:>6}  {:>10}  {:>9}  {:>9}  {:>14}",
@@ -160,7 +187,9 @@ fn main() {
         let mut loss_sum = 0.0;
         for batch in order.chunks(BATCH) {
             tape.clear();
-            let rows = train.pick(batch);
+            let rows = augmented.pick(batch);
+            let rate = LEARNING_RATE * 0.5 * (1.0 + (PI * step as f64 / steps as f64).cos());
+            step += 1;
             let (loss, grads) = {
                 let p: Vec<Var> = params.iter().map(|p| tape.var(p.clone())).collect();
                 let loss = objective(tape.constant(rows.x()), tape.constant(rows.onehot()), &p);
@@ -170,7 +199,7 @@ fn main() {
             };
             loss_sum += loss * batch.len() as f64;
             for ((p, v), g) in params.iter_mut().zip(&mut velocity).zip(&grads) {
-                *v = zip(v, g, |v, g| MOMENTUM * v - LEARNING_RATE * g);
+                *v = zip(v, g, |v, g| MOMENTUM * v - rate * g);
                 *p = zip(p, v, |p, v| p + v);
             }
         }
@@ -178,7 +207,7 @@ fn main() {
         if epoch == 1 || epoch % (epochs / 8).max(1) == 0 || epoch == epochs {
             println!(
                 "{epoch:>6}  {:>10.6}  {:>9.4}  {:>9.4}  {ms:>14.2}",
-                loss_sum / train.n as f64,
+                loss_sum / augmented.n as f64,
                 accuracy(&train, &params),
                 accuracy(&test, &params),
             );
@@ -189,7 +218,7 @@ fn main() {
     println!(
         "\ntrained {epochs} epochs of {} steps in {elapsed:.3} s ({:.1} ms per epoch: gather, \
          build, backward, update)\n",
-        train.n.div_ceil(BATCH),
+        augmented.n.div_ceil(BATCH),
         elapsed * 1e3 / epochs as f64
     );
     ok &= compare_all("the trained net, 1500 train rows", &train, &params);
@@ -451,6 +480,123 @@ fn kink_check(train: &Rows, rng: &mut u64) -> bool {
         ok = false;
     }
     ok
+}
+
+/// The training rows shifted by one pixel in each of the 9 ways, then [`COPIES`] random
+/// distortions of each (see the module docs).
+fn augment(train: &Rows, rng: &mut u64) -> Rows {
+    let image = |i: usize| &train.x[i * 64..(i + 1) * 64];
+    let mut x = Vec::with_capacity(train.n * (9 + COPIES) * 64);
+    let mut class = Vec::with_capacity(train.n * (9 + COPIES));
+    for dy in -1..=1 {
+        for dx in -1..=1 {
+            for i in 0..train.n {
+                x.extend((0..64).map(|p| pixel(image(i), p / 8 - dy, p % 8 - dx)));
+                class.push(train.class[i]);
+            }
+        }
+    }
+    let kernel = gaussian(ELASTIC_SIGMA);
+    for i in 0..train.n {
+        for _ in 0..COPIES {
+            x.extend(distort(image(i), &kernel, rng));
+            class.push(train.class[i]);
+        }
+    }
+    Rows {
+        n: class.len(),
+        x,
+        class,
+        d: 64,
+    }
+}
+
+/// Pixel (r, c) of an 8x8 image, 0 outside it.
+fn pixel(img: &[f64], r: i64, c: i64) -> f64 {
+    match (0..8).contains(&r) && (0..8).contains(&c) {
+        true => img[(r * 8 + c) as usize],
+        false => 0.0,
+    }
+}
+
+/// One random elastic and affine distortion of an 8x8 image: output pixel (r, c) is the
+/// input sampled bilinearly at `M (r, c) + o + F(r, c)`.
+fn distort(img: &[f64], kernel: &[f64], rng: &mut u64) -> [f64; 64] {
+    let mut draw = |a: f64| a * (2.0 * uniform(rng) - 1.0);
+    let (theta, shear, scale) = (draw(ROTATION), draw(SHEAR), 1.0 + draw(SCALE));
+    let (cos, sin) = (theta.cos(), theta.sin());
+    // M = rotation(theta) [[1, 0], [shear, 1]] / scale, about the centre (3.5, 3.5).
+    let m = [
+        (cos - sin * shear) / scale,
+        -sin / scale,
+        (sin + cos * shear) / scale,
+        cos / scale,
+    ];
+    let o = [
+        3.5 - (m[0] + m[1]) * 3.5 + draw(SHIFT),
+        3.5 - (m[2] + m[3]) * 3.5 + draw(SHIFT),
+    ];
+    let mut field = [[0.0; 64]; 2];
+    for f in &mut field {
+        let noise: Vec<f64> = (0..64).map(|_| draw(1.0)).collect();
+        *f = smooth(&noise, kernel);
+    }
+    let squares: f64 = field.iter().flatten().map(|v| v * v).sum();
+    let size = ELASTIC_RMS / ((squares / 128.0).sqrt() + 1e-9);
+    let mut out = [0.0; 64];
+    for (p, o_p) in out.iter_mut().enumerate() {
+        let (r, c) = ((p / 8) as f64, (p % 8) as f64);
+        let sr = m[0] * r + m[1] * c + o[0] + size * field[0][p];
+        let sc = m[2] * r + m[3] * c + o[1] + size * field[1][p];
+        let (r0, c0) = (sr.floor(), sc.floor());
+        let (fr, fc) = (sr - r0, sc - c0);
+        let (r0, c0) = (r0 as i64, c0 as i64);
+        *o_p = (1.0 - fr) * (1.0 - fc) * pixel(img, r0, c0)
+            + (1.0 - fr) * fc * pixel(img, r0, c0 + 1)
+            + fr * (1.0 - fc) * pixel(img, r0 + 1, c0)
+            + fr * fc * pixel(img, r0 + 1, c0 + 1);
+    }
+    out
+}
+
+/// A normalized Gaussian kernel of radius `round(4 sigma)` (scipy's `gaussian_filter`).
+fn gaussian(sigma: f64) -> Vec<f64> {
+    let radius = (4.0 * sigma + 0.5) as i64;
+    let k: Vec<f64> = (-radius..=radius)
+        .map(|j| (-0.5 * (j as f64 / sigma).powi(2)).exp())
+        .collect();
+    let total: f64 = k.iter().sum();
+    k.iter().map(|v| v / total).collect()
+}
+
+/// An 8x8 field blurred by `kernel` along rows, then columns, zeros outside the grid.
+fn smooth(field: &[f64], kernel: &[f64]) -> [f64; 64] {
+    let radius = (kernel.len() / 2) as i64;
+    let blur = |at: &dyn Fn(i64, i64) -> f64, p: usize, along_columns: bool| -> f64 {
+        let (r, c) = ((p / 8) as i64, (p % 8) as i64);
+        (-radius..=radius)
+            .map(|j| {
+                let (rr, cc) = if along_columns {
+                    (r, c + j)
+                } else {
+                    (r + j, c)
+                };
+                match (0..8).contains(&rr) && (0..8).contains(&cc) {
+                    true => kernel[(j + radius) as usize] * at(rr, cc),
+                    false => 0.0,
+                }
+            })
+            .sum()
+    };
+    let mut rows = [0.0; 64];
+    for (p, v) in rows.iter_mut().enumerate() {
+        *v = blur(&|r, c| field[(r * 8 + c) as usize], p, true);
+    }
+    let mut out = [0.0; 64];
+    for (p, v) in out.iter_mut().enumerate() {
+        *v = blur(&|r, c| rows[(r * 8 + c) as usize], p, false);
+    }
+    out
 }
 
 /// He-uniform weights (`U(-sqrt(6 / fan_in), sqrt(6 / fan_in))`), zero biases.
