@@ -399,7 +399,9 @@ impl Tape {
                     }
                 }
             }
-            if op.fusible() && (self.fuse_all || op.cheap()) {
+            // (a deferred result is as long as its longest operand: no true broadcast)
+            let longest = inputs.iter().map(|&j| nodes[j].len()).max().unwrap_or(0);
+            if op.fusible() && (self.fuse_all || op.cheap()) && longest >= self.fuse_from {
                 if let Some(value) = fusion::defer(nodes, inputs, self.fuse_from) {
                     return Ok(value);
                 }
