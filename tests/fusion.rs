@@ -1,22 +1,30 @@
-//! Fusion changes no bit: a fused tape ([`Tape::new`], which records chains of
-//! elementwise ops lazily and evaluates them block by block) gives the same values and
-//! gradients as an unfused one ([`Tape::unfused`], every op computed as it is recorded),
-//! bit for bit ([`same_bits`]: NaN matches any NaN, +0 and -0 differ) and shape for
-//! shape. Every graph here is built by one function that takes the tape, once on each.
+//! Fusion changes no bit: a fused tape ([`Tape::fused`], which records chains of
+//! elementwise ops lazily and evaluates them block by block; [`Tape::new`] does so for
+//! cheap ops from 2^19 elements) gives the same values and gradients as an unfused one
+//! ([`Tape::unfused`], every op computed as it is recorded), bit for bit ([`same_bits`]:
+//! NaN matches any NaN, +0 and -0 differ) and shape for shape. Every graph here is built
+//! by one function that takes the tape, once on each.
 //!
 //! - The op table (`tests/common/ops.rs`), row by row: every op on operands of several
 //!   shapes (broadcast pairs, rank 0, sizes past 1024) holding special values, ties and
 //!   kinks, as leaves (tracked or not) and as intermediate results (`x * 1.5`,
 //!   `x.exp()`), the binary ops also with an `f64` on either side and with one node on
 //!   both; each output summed, seeded with `backward_with`, or fed into a further chain.
-//! - Random graphs (proptest): 1 to 12 ops of the table over 1 to 3 broadcastable leaves
-//!   of 1 to a few thousand elements, nodes with several consumers, numbers as operands,
-//!   every intermediate value and leaf gradient compared; in a second property some
-//!   values are read while the graph is still being recorded.
+//! - Random graphs (proptest): 1 to 12 ops of the table and custom ops (`Tape::custom`)
+//!   over 1 to 3 leaves of 1 to a few thousand elements that broadcast together (among
+//!   them tracked one-element leaves of rank 0 to 2, and leaves `[1, ..]` and `[2, ..]`
+//!   over the first), nodes with several consumers, numbers as operands; the sweep
+//!   started from the last node or an earlier one (nodes after it consume what it
+//!   uses) by a sum, a mean, a random seed or a seed of one number repeated; every
+//!   intermediate value and leaf gradient compared. In a second property some values are
+//!   read while the graph is still being recorded. Plain plans chain one-element
+//!   operands under gradients held as one number, which random plans rarely do.
 //! - Read order: reading a value early (before the ops that consume it are recorded),
 //!   late, twice or only after `backward` gives the same bits.
 //! - The seed's hinge loss at N = 10^6: fused and unfused agree, and the gradient is the
 //!   closed form.
+//! - A custom op's backward that reads values and prints the tape while the sweep runs;
+//!   misuse panicking with the same message; `Tape::new` around its 2^19 threshold.
 //!
 //! The random graphs run `CASES` cases per property; `TAPEGRAD_FUSION_CASES=N` runs N.
 
@@ -24,13 +32,15 @@ mod common;
 
 use common::ops::{Arg, Binary, Domain, Form, OPS, Op, Rule, op};
 use common::{
-    Rng, SPECIALS, UNARY_SPECIALS, bit_difference, broadcast_offset, same_bits, scaling_is_exact,
-    try_broadcast_shape, unravel,
+    Rng, SPECIALS, UNARY_SPECIALS, bit_difference, broadcast_offset, broadcast_zip, map,
+    panic_message, same_bits, scaling_is_exact, try_broadcast_shape, unravel,
 };
 use proptest::prelude::*;
 use proptest::test_runner::TestCaseError;
+use std::cell::RefCell;
+use std::rc::Rc;
 use tapegrad::losses::{hinge, hinge_grad_closed_form};
-use tapegrad::{Tape, Tensor, Var, pairwise_sum};
+use tapegrad::{Tape, Tensor, Var, pairwise_sum, select};
 
 /// Random graphs per property (each evaluated on both tapes) in a plain `cargo test`.
 const CASES: u32 = 2048;
@@ -596,8 +606,8 @@ fn the_op_table_cases_broadcast_tie_and_hold_every_special_value() {
 /// not drawn.
 const MAX_ELEMENTS: usize = 8192;
 
-/// Shapes of the first leaf (the others broadcast to it): 1 to 4097 elements, some at and
-/// just past a power of two, so that blocks of every size end inside a tensor.
+/// Shapes of the first leaf (the others broadcast with it): 1 to 4097 elements, some at
+/// and just past a power of two, so that blocks of every size end inside a tensor.
 const GRAPH_SHAPES: &[&[usize]] = &[
     &[],
     &[1],
@@ -669,21 +679,36 @@ enum Step {
         number: f64,
         number_first: bool,
     },
+    /// The op of [`custom`] (`Tape::custom`) on one node or two of one shape.
+    Custom { inputs: Vec<usize> },
 }
 
-/// How the sweep starts from the last node.
+/// How the sweep starts from the root.
 #[derive(Clone, Copy, Debug)]
 enum End {
-    /// `last.sum().backward()`.
+    /// `root.sum().backward()`, the sum recorded after the last node.
     Sum,
-    /// `last.backward_with(seed)`, the seed's elements from [`seed`] with this seed.
+    /// `root.mean().backward()`, likewise: `root` gets one number, not 1, upstream.
+    Mean,
+    /// `root.backward_with(seed)`, the seed's elements from [`seed`] with this seed.
     Seed(u64),
+    /// `root.backward_with(Tensor::full(shape, c))`: every element of the seed `c`
+    /// (`root.backward()` for `c = 1` on one element).
+    Full(f64),
 }
+
+/// The numbers a [`End::Full`] seed is made of: 1, and some whose multiples and sums
+/// round (a gradient held as one number is multiplied where a laid-out one is summed).
+const FULL_SEEDS: [f64; 4] = [1.0, 0.1, -0.7, -0.0];
 
 #[derive(Clone, Debug)]
 struct Plan {
     leaves: Vec<LeafSpec>,
     steps: Vec<Step>,
+    /// The shape of every node, leaves first.
+    shapes: Vec<Vec<usize>>,
+    /// The node the sweep starts from: the last, or one that later nodes consume.
+    root: usize,
     end: End,
     /// `(node, after)`: node's value is read as soon as node `after` is recorded (before
     /// the nodes after it exist, and before backward).
@@ -724,16 +749,32 @@ impl Choices<'_> {
     }
 }
 
-/// A shape that broadcasts to `base`: `base` itself, some dims 1, a suffix, or rank 0.
+/// The ops whose gradients do not read their operands: an upstream the same for every
+/// element (from a sum, a mean or a one-number seed) stays so through them, which the
+/// fused backward tracks. Half the elementwise steps take one of them.
+const LINEAR: [&str; 3] = ["add", "sub", "neg"];
+
+/// A shape that broadcasts with `base`: `base` itself, some dims 1, a suffix, one
+/// element of rank 0, 1 or 2 (`[]`, `[1]`, `[1, 1]`), or `base` under a new first dim of
+/// 1 or 2 (`[1, n]`, `[2, n]`).
 fn leaf_shape(ch: &mut Choices<'_>, base: &[usize]) -> Vec<usize> {
-    match ch.below(4) {
+    match ch.below(5) {
         0 => base.to_vec(),
         1 => base
             .iter()
             .map(|&d| if ch.below(2) == 0 { 1 } else { d })
             .collect(),
         2 => base[ch.below(base.len() + 1)..].to_vec(),
-        _ => vec![],
+        3 => vec![1; ch.below(3)],
+        _ => {
+            let first = 1 + ch.below(2);
+            let first = if first * elements(base) > MAX_ELEMENTS {
+                1
+            } else {
+                first
+            };
+            [&[first], base].concat()
+        }
     }
 }
 
@@ -806,14 +847,25 @@ fn tensor_steps(
             one(op_step(row, Arg::None, vec![a]), to)
         }
         Form::BroadcastTo => {
-            let a = ch.node(&all);
-            let mut to: Vec<usize> = shapes[a]
-                .iter()
-                .map(|&d| if d == 1 { 1 + ch.below(3) } else { d })
-                .collect();
-            if ch.below(2) == 0 {
-                to.insert(0, 1 + ch.below(3));
-            }
+            let ones = nodes_where(shapes, |s| elements(s) == 1);
+            let (a, mut to) = match ch.below(3) {
+                // A one-element node (a leaf, a sum) spread over any node's shape.
+                0 if !ones.is_empty() => {
+                    let (a, b) = (ch.node(&ones), ch.one_of(&all));
+                    (a, try_broadcast_shape(&shapes[a], &shapes[b]).unwrap())
+                }
+                _ => {
+                    let a = ch.node(&all);
+                    let mut to: Vec<usize> = shapes[a]
+                        .iter()
+                        .map(|&d| if d == 1 { 1 + ch.below(3) } else { d })
+                        .collect();
+                    if ch.below(2) == 0 {
+                        to.insert(0, 1 + ch.below(3));
+                    }
+                    (a, to)
+                }
+            };
             if elements(&to) > MAX_ELEMENTS {
                 to = shapes[a].clone();
             }
@@ -878,7 +930,8 @@ fn tensor_steps(
 }
 
 /// The plan the choices `words` make: leaves, 1 to 12 steps (a matmul of a node with its
-/// transpose takes two), the end, and if `early` the values read before backward.
+/// transpose takes two), the root and the end, and if `early` the values read before
+/// backward.
 fn plan(words: &[u32], early: bool) -> Plan {
     let ch = &mut Choices { words, at: 0 };
     let base = ch.one_of(GRAPH_SHAPES).to_vec();
@@ -903,9 +956,12 @@ fn plan(words: &[u32], early: bool) -> Plan {
     let length = 1 + ch.below(12);
     while steps.len() < length {
         let all: Vec<usize> = (0..shapes.len()).collect();
-        let made = match ch.below(8) {
+        let made = match ch.below(9) {
             0..=3 => {
-                let row = ch.one_of(&elementwise);
+                let row = match ch.below(2) {
+                    0 => op(ch.one_of(&LINEAR)),
+                    _ => ch.one_of(&elementwise),
+                };
                 let a = ch.node(&all);
                 let (arg, inputs, shape) = match &row.rule {
                     Rule::Unary(_) => (Arg::None, vec![a], shapes[a].clone()),
@@ -914,7 +970,12 @@ fn plan(words: &[u32], early: bool) -> Plan {
                         (Arg::Param(p), vec![a], shapes[a].clone())
                     }
                     _ => {
-                        let b = ch.node(&partners(&shapes, &shapes[a]));
+                        // Often a one-element node (a leaf, a sum): it broadcasts.
+                        let ones = nodes_where(&shapes, |s| elements(s) == 1);
+                        let b = match ch.below(4) {
+                            0 if !ones.is_empty() => ch.node(&ones),
+                            _ => ch.node(&partners(&shapes, &shapes[a])),
+                        };
                         let out = try_broadcast_shape(&shapes[a], &shapes[b]).unwrap();
                         let inputs = if ch.below(2) == 0 {
                             vec![a, b]
@@ -936,8 +997,20 @@ fn plan(words: &[u32], early: bool) -> Plan {
                 };
                 vec![(step, shapes[node].clone())]
             }
+            8 => {
+                let a = ch.node(&all);
+                let inputs = match ch.below(2) {
+                    0 => vec![a],
+                    _ => vec![a, ch.node(&nodes_where(&shapes, |s| s == shapes[a]))],
+                };
+                vec![(Step::Custom { inputs }, shapes[a].clone())]
+            }
             _ => {
-                let row = ch.one_of(&on_tensors);
+                // A third of them a sum or a mean: one number upstream of their input.
+                let row = match ch.below(3) {
+                    0 => op(ch.one_of(&["sum", "mean"])),
+                    _ => ch.one_of(&on_tensors),
+                };
                 let form = row.form().unwrap();
                 tensor_steps(ch, row, form, &shapes).unwrap_or_else(|| {
                     vec![(op_step(op("sum"), Arg::None, vec![ch.node(&all)]), vec![])]
@@ -954,11 +1027,18 @@ fn plan(words: &[u32], early: bool) -> Plan {
             shapes.push(shape);
         }
     }
-    let end = match ch.below(3) {
-        2 => End::Seed(ch.seed()),
+    let nodes = shapes.len();
+    // A root before the last node has consumers the sweep does not reach.
+    let root = match ch.below(3) {
+        0 => leaves.len() + ch.below(steps.len()),
+        _ => nodes - 1,
+    };
+    let end = match ch.below(5) {
+        0 => End::Seed(ch.seed()),
+        1 => End::Full(ch.one_of(&FULL_SEEDS)),
+        2 => End::Mean,
         _ => End::Sum,
     };
-    let nodes = shapes.len();
     let mut reads = Vec::new();
     if early {
         for node in 0..nodes {
@@ -970,8 +1050,33 @@ fn plan(words: &[u32], early: bool) -> Plan {
     Plan {
         leaves,
         steps,
+        shapes,
+        root,
         end,
         early: reads,
+    }
+}
+
+/// A custom op ([`Tape::custom`]) whose backward reads its inputs: `x * |x|` of one
+/// node, `a * b` of two of one shape.
+fn custom<'t>(tape: &'t Tape, inputs: &[Var<'t>]) -> Var<'t> {
+    match *inputs {
+        [x] => tape.custom(
+            "x * |x|",
+            &[x],
+            |x| map(x[0], |v| v * v.abs()),
+            |x, _, up| vec![broadcast_zip(x[0], up, |v, u| 2.0 * v.abs() * u)],
+        ),
+        [a, b] => tape.custom(
+            "a * b",
+            &[a, b],
+            |x| broadcast_zip(x[0], x[1], |a, b| a * b),
+            |x, _, up| {
+                let g = |k: usize| broadcast_zip(x[1 - k], up, |v, u| u * v);
+                vec![g(0), g(1)]
+            },
+        ),
+        _ => panic!("test bug: a custom op on {} nodes", inputs.len()),
     }
 }
 
@@ -1019,19 +1124,31 @@ fn plan_graph(tape: &Tape, plan: &Plan) -> Outcome {
                     false => (rule.var_f64)(nodes[*node], *number),
                 }
             }
+            Step::Custom { inputs } => {
+                let inputs: Vec<Var<'_>> = inputs.iter().map(|&i| nodes[i]).collect();
+                custom(tape, &inputs)
+            }
         };
+        let shape = &plan.shapes[nodes.len()];
+        assert_eq!(&v.shape()[..], shape, "test bug: the shape of {step:?}");
         nodes.push(v);
         read_early(&mut out, &nodes);
     }
-    let last = nodes[nodes.len() - 1];
+    let root = nodes[plan.root];
+    let shape = root.shape();
     let grads = match plan.end {
-        End::Sum => {
-            let loss = last.sum();
+        End::Sum | End::Mean => {
+            let loss = match plan.end {
+                End::Sum => root.sum(),
+                _ => root.mean(),
+            };
             let grads = loss.backward();
             out.value("the loss", loss);
             grads
         }
-        End::Seed(s) => last.backward_with(seed(&mut Rng(s), &last.shape())),
+        End::Seed(s) => root.backward_with(seed(&mut Rng(s), &shape)),
+        End::Full(c) if c == 1.0 && elements(&shape) == 1 => root.backward(),
+        End::Full(c) => root.backward_with(Tensor::full(&shape, c)),
     };
     for (i, &v) in nodes.iter().enumerate() {
         out.value(format!("node {i}"), v);
@@ -1057,8 +1174,8 @@ fn config() -> ProptestConfig {
     }
 }
 
-/// Words per plan: twice what the greediest of 2000 drawn plans reads (162). A plan
-/// that reads past them gets zeros, the simplest choices, and is still a plan.
+/// Words per plan: nearly twice what the greediest of 2000 drawn plans reads (176). A
+/// plan that reads past them gets zeros, the simplest choices, and is still a plan.
 const WORDS: usize = 320;
 
 fn plans(early: bool) -> impl Strategy<Value = Plan> {
@@ -1090,38 +1207,132 @@ proptest! {
 }
 
 /// The plans the properties draw are what they are meant to be: every op of the table
-/// (the binary ones also with a number), leaves past 1024 elements, nodes with several
-/// consumers, constants, both ends and early reads. Tallied over plans drawn as the
-/// properties draw them, without evaluating any.
+/// (the binary ones also with a number), and each kind of graph the tally below names,
+/// in at least the share of plans it gives. Tallied over plans drawn as the properties
+/// draw them, without evaluating any.
 #[test]
 fn random_plans_use_every_op_several_consumers_and_sizes_past_a_block() {
     let mut rng = Rng(7);
     let mut names: Vec<&str> = Vec::new();
     let mut numbers: Vec<&str> = Vec::new();
-    let (mut big, mut shared, mut constants, mut seeded, mut early, mut longest) =
-        (0, 0, 0, 0, 0, 0);
+    // (what, 1 / the least share of plans that must have it, how many have it)
+    let mut tally: Vec<(&str, usize, usize)> = Vec::new();
     let count = 20_000;
+    let mut longest = 0;
     for _ in 0..count {
         let words: Vec<u32> = (0..WORDS).map(|_| rng.next_u64() as u32).collect();
         let plan = plan(&words, true);
-        let mut uses = vec![0; plan.leaves.len() + plan.steps.len()];
-        for step in &plan.steps {
-            match step {
-                Step::Op { op, inputs, .. } => {
-                    names.push(op);
-                    inputs.iter().for_each(|&i| uses[i] += 1);
+        let (leaves, shapes) = (plan.leaves.len(), &plan.shapes);
+        let mut uses = vec![0; shapes.len()];
+        // Whether each node is an elementwise op's result (pending on a fused tape).
+        let mut elementwise = vec![false; leaves];
+        let (mut customs, mut custom_on_pending, mut custom_on_two) = (false, false, false);
+        let (mut same_twice, mut spread, mut broadcast_one) = (false, false, false);
+        for (s, step) in plan.steps.iter().enumerate() {
+            let one = |i: &usize| elements(&shapes[*i]) == 1;
+            let many = elements(&shapes[leaves + s]) > 1;
+            let inputs = match step {
+                Step::Op {
+                    op: name, inputs, ..
+                } => {
+                    names.push(name);
+                    elementwise.push(op(name).is_elementwise());
+                    same_twice |= inputs.len() == 2 && inputs[0] == inputs[1];
+                    spread |= *name == "broadcast_to" && one(&inputs[0]) && many;
+                    broadcast_one |= elementwise[leaves + s] && inputs.iter().any(one) && many;
+                    inputs.clone()
                 }
                 Step::Number { op, node, .. } => {
                     numbers.push(op);
-                    uses[*node] += 1;
+                    elementwise.push(true);
+                    vec![*node]
                 }
-            }
+                Step::Custom { inputs } => {
+                    customs = true;
+                    custom_on_pending |= inputs.iter().any(|&i| elementwise[i]);
+                    custom_on_two |= inputs.len() == 2;
+                    elementwise.push(false);
+                    inputs.clone()
+                }
+            };
+            inputs.iter().for_each(|&i| uses[i] += 1);
         }
-        big += usize::from(elements(&plan.leaves[0].shape) > 1024);
-        shared += usize::from(uses.iter().any(|&u| u >= 2));
-        constants += usize::from(plan.leaves.iter().any(|l| !l.tracked));
-        seeded += usize::from(matches!(plan.end, End::Seed(_)));
-        early += usize::from(!plan.early.is_empty());
+        let base = &plan.leaves[0].shape;
+        let tracked_one = |rank: usize| {
+            let mut l = plan.leaves.iter();
+            l.any(|l| l.tracked && l.shape == vec![1; rank])
+        };
+        let over_base = |first: usize| {
+            let mut l = plan.leaves[1..].iter();
+            l.any(|l| l.shape.len() == base.len() + 1 && l.shape[0] == first)
+        };
+        let mut later = plan.steps[plan.root + 1 - leaves..].iter();
+        let consumed_later = later.any(|step| match step {
+            Step::Op { inputs, .. } | Step::Custom { inputs } => {
+                inputs.iter().any(|&i| i <= plan.root)
+            }
+            Step::Number { node, .. } => *node <= plan.root,
+        });
+        let seeded = matches!(plan.end, End::Seed(_) | End::Full(_));
+        let kinds = [
+            ("leaves past 1024 elements", 5, elements(base) > 1024),
+            (
+                "a node with several consumers",
+                5,
+                uses.iter().any(|&u| u >= 2),
+            ),
+            ("a binary op with one node on both sides", 5, same_twice),
+            ("a constant leaf", 5, plan.leaves.iter().any(|l| !l.tracked)),
+            ("root.mean()", 10, matches!(plan.end, End::Mean)),
+            ("backward_with(seed)", 10, matches!(plan.end, End::Seed(_))),
+            (
+                "backward_with(Tensor::full(shape, c)), c != 1",
+                10,
+                matches!(plan.end, End::Full(c) if c != 1.0),
+            ),
+            (
+                "an elementwise root given a seed",
+                10,
+                seeded && elementwise[plan.root],
+            ),
+            (
+                "a root with later nodes consuming nodes up to it",
+                5,
+                consumed_later,
+            ),
+            ("early reads", 5, !plan.early.is_empty()),
+            ("a custom op", 5, customs),
+            ("a custom op on an elementwise result", 5, custom_on_pending),
+            ("a custom op on two nodes", 5, custom_on_two),
+            ("a tracked [] leaf", 10, tracked_one(0)),
+            ("a tracked [1] leaf", 10, tracked_one(1)),
+            ("a tracked [1, 1] leaf", 20, tracked_one(2)),
+            (
+                "a leaf [1, ..] over the first leaf's shape",
+                10,
+                over_base(1),
+            ),
+            (
+                "a leaf [2, ..] over the first leaf's shape",
+                20,
+                over_base(2),
+            ),
+            (
+                "a one-element operand of an elementwise op on more",
+                10,
+                broadcast_one,
+            ),
+            ("a one-element node broadcast_to more", 100, spread),
+        ];
+        if tally.is_empty() {
+            tally = kinds
+                .iter()
+                .map(|&(what, share, _)| (what, share, 0))
+                .collect();
+        }
+        for (t, (_, _, has)) in tally.iter_mut().zip(kinds) {
+            t.2 += usize::from(has);
+        }
         longest = longest.max(plan.steps.len());
         assert!(!plan.steps.is_empty() && plan.steps.len() <= 13, "{plan:?}");
     }
@@ -1135,16 +1346,92 @@ fn random_plans_use_every_op_several_consumers_and_sizes_past_a_block() {
             );
         }
     }
-    for (what, n) in [
-        ("leaves past 1024 elements", big),
-        ("a node with several consumers", shared),
-        ("a constant leaf", constants),
-        ("backward_with(seed)", seeded),
-        ("early reads", early),
-    ] {
-        assert!(n >= count / 5, "only {n} of {count} plans have {what}");
+    for (what, share, n) in tally {
+        assert!(n >= count / share, "only {n} of {count} plans have {what}");
     }
     assert!(longest >= 12, "the longest plan has {longest} steps");
+}
+
+/// One-element operands of a chain: the fused backward reduces their gradient one use
+/// at a time in the order the unfused sweep does, and must know which gradients are held
+/// as one number (the upstream of a sum, a mean or a one-number seed stays so through
+/// add, sub and neg), since the unfused sweep multiplies such a gradient by the count
+/// where it sums a laid-out one, and the two differ in the last bit. The random plans
+/// rarely chain all of it; these plain plans do, over `[n]` with a tracked one-element
+/// leaf `w` of rank 0, 1 or 2: `x + w` and `-(w - x)` under a mean, `(x + w).sum()`
+/// given 0.1 or a random seed, `w.broadcast_to(..) + x` under a mean, and
+/// `(x * w + w) * w` given each of 8 random seeds.
+#[test]
+fn one_element_operands_and_one_number_gradients_give_the_same_bits() {
+    let mut failures = Vec::new();
+    let mut checked = 0;
+    for n in [7, 100, 1023, 1025, 4097] {
+        for w in [vec![], vec![1], vec![1, 1]] {
+            let leaf = |shape: &[usize], seed| LeafSpec {
+                shape: shape.to_vec(),
+                tracked: true,
+                seed,
+                specials: 0,
+                finite: true,
+            };
+            let leaves = vec![leaf(&[n], n as u64), leaf(&w, 1)];
+            let out = try_broadcast_shape(&[n], &w).unwrap();
+            let (xw, one): (&[usize], &[usize]) = (&out, &[]);
+            let step = |name, inputs: &[usize]| op_step(op(name), Arg::None, inputs.to_vec());
+            let spread = Arg::Shape(out.clone());
+            let graphs = [
+                (vec![(step("add", &[0, 1]), xw)], End::Mean),
+                (
+                    vec![(step("sub", &[1, 0]), xw), (step("neg", &[2]), xw)],
+                    End::Mean,
+                ),
+                (
+                    vec![(step("add", &[0, 1]), xw), (step("sum", &[2]), one)],
+                    End::Full(0.1),
+                ),
+                (
+                    vec![(step("add", &[0, 1]), xw), (step("sum", &[2]), one)],
+                    End::Seed(n as u64),
+                ),
+                (
+                    vec![
+                        (op_step(op("broadcast_to"), spread, vec![1]), xw),
+                        (step("add", &[0, 2]), xw),
+                    ],
+                    End::Mean,
+                ),
+            ];
+            // Three uses: the order their gradients are added in shows in the last bit
+            // of some sums, so with several seeds.
+            let three_uses = (0..8).map(|k| {
+                let made = vec![
+                    (step("mul", &[0, 1]), xw),
+                    (step("add", &[2, 1]), xw),
+                    (step("mul", &[3, 1]), xw),
+                ];
+                (made, End::Seed(n as u64 + k))
+            });
+            for (made, end) in graphs.into_iter().chain(three_uses) {
+                let mut shapes: Vec<Vec<usize>> = leaves.iter().map(|l| l.shape.clone()).collect();
+                shapes.extend(made.iter().map(|(_, shape)| shape.to_vec()));
+                let plan = Plan {
+                    leaves: leaves.clone(),
+                    steps: made.into_iter().map(|(step, _)| step).collect(),
+                    root: shapes.len() - 1,
+                    shapes,
+                    end,
+                    early: vec![],
+                };
+                let found = fused_vs_unfused(|tape| plan_graph(tape, &plan));
+                if !found.is_empty() {
+                    failures.push(format!("{plan:?}:\n    {}", found.join("\n    ")));
+                }
+                checked += 1;
+            }
+        }
+    }
+    assert_eq!(checked, 5 * 3 * 13);
+    assert!(failures.is_empty(), "{}", failures.join("\n"));
 }
 
 // ---- 3. the order values are read in --------------------------------------------------
@@ -1392,5 +1679,208 @@ fn hinge_loss_at_a_million_elements_is_the_same_fused_and_unfused_and_its_closed
             exact > N / 2 && rounded > 1000,
             "{exact} exact, {rounded} rounded"
         );
+    }
+}
+
+// ---- 5. custom ops' backward, misuse, and Tape::new's threshold -----------------------
+
+/// `tape`, kept for the rest of the run: a custom op's backward is `'static`, so a var it
+/// reads, or a tape it prints, must be `'static` too.
+fn leaked(tape: Tape) -> &'static Tape {
+    Box::leak(Box::new(tape))
+}
+
+/// A custom op whose backward, run by the sweep (the tape busy), reads values of a
+/// pending node, of its own input and of a leaf, and prints the tape, a var and its DOT;
+/// what it printed is returned beside the outcome. `p` is laid out by the custom op, `q`
+/// stays pending until read after backward.
+fn peeking_graph(tape: &'static Tape, n: usize) -> (Outcome, Vec<String>) {
+    let printed = Rc::new(RefCell::new(Vec::new()));
+    let mut rng = Rng(n as u64);
+    let x = tape.var(rng.tensor(&[n], -2.0, 2.0));
+    let w = tape.var(Tensor::scalar(0.5));
+    let p = (x * 2.0).exp();
+    let q = p.sin() + x * w;
+    let seen = Rc::clone(&printed);
+    let c = tape.custom(
+        "peek",
+        &[p],
+        |x| x[0].clone(),
+        move |_, _, up| {
+            let (q_now, p_now, x_now) = (q.value(), p.value(), x.value());
+            let mut seen = seen.borrow_mut();
+            seen.push(format!("{tape}"));
+            seen.push(format!("{q:?}"));
+            seen.push(q.to_dot(None));
+            seen.push(format!("{q_now} {p_now} {x_now}"));
+            let g = |v: f64, u: f64| u * v;
+            vec![broadcast_zip(&broadcast_zip(&q_now, &p_now, g), up, g)]
+        },
+    );
+    let loss = (c * q).sum() + p.mean();
+    let grads = loss.backward();
+    let mut out = Outcome::default();
+    for (what, v) in [("x", x), ("p", p), ("q", q), ("c", c), ("loss", loss)] {
+        out.value(what, v);
+    }
+    for (what, leaf) in [("x", x), ("w", w)] {
+        out.grads.push((what.into(), grads.wrt(leaf).clone()));
+    }
+    assert_eq!(printed.borrow().len(), 4, "the custom backward ran once");
+    let printed = printed.borrow().clone();
+    (out, printed)
+}
+
+/// `value()`, `Display`, `Debug` and `to_dot` called from a custom op's backward (the
+/// tape busy with the sweep, a pending value computed and not kept) give what the
+/// unfused tape gives, to the bit and to the character, and change no value or
+/// gradient; sizes below, at and past a block.
+#[test]
+fn a_custom_backward_reading_values_and_printing_the_tape_sees_the_same_fused_and_unfused() {
+    for n in [3, 256, 1025] {
+        let (fused, fused_printed) = peeking_graph(leaked(Tape::fused()), n);
+        let (unfused, unfused_printed) = peeking_graph(leaked(Tape::unfused()), n);
+        let found = differences(&fused, &unfused);
+        assert!(found.is_empty(), "n = {n}: {}", found.join("\n"));
+        for (f, u) in fused_printed.iter().zip(&unfused_printed) {
+            assert_eq!(f, u, "n = {n}: printed from the custom backward");
+        }
+    }
+}
+
+/// A pending `[4]` node on a fused tape (computed on an unfused one): `(x * 1.5).exp()`.
+fn pending(tape: &Tape) -> Var<'_> {
+    (tape.var(Tensor::from(vec![0.5, -1.0, 2.0, 0.0])) * 1.5).exp()
+}
+
+/// A custom identity on `x` whose backward is `backward` (given the tape and upstream).
+fn custom_backward(
+    tape: &'static Tape,
+    x: Var<'static>,
+    backward: fn(&'static Tape, &Tensor) -> Vec<Tensor>,
+) -> Var<'static> {
+    tape.custom(
+        "custom",
+        &[x],
+        |x| x[0].clone(),
+        move |_, _, up| backward(tape, up),
+    )
+}
+
+/// Misuse panics with the same message on both tapes, with a pending operand on the
+/// fused one: shapes that do not fit (add, matmul, reshape, broadcast_to, select), an
+/// axis or index out of range, `backward` of many elements, a seed of the wrong shape,
+/// a custom backward giving too few gradients or one of the wrong shape, recording or
+/// calling `backward` inside a custom op, and `wrt` of an intermediate result.
+#[test]
+fn misuse_panics_with_the_same_message_fused_and_unfused() {
+    type Case = (&'static str, fn(&'static Tape));
+    let cases: [Case; 15] = [
+        ("[4] + [3]", |t| {
+            let _ = pending(t) + t.var(Tensor::from(vec![1.0; 3]));
+        }),
+        ("matmul of [4] and [3]", |t| {
+            let _ = pending(t).matmul(t.var(Tensor::from(vec![1.0; 3])));
+        }),
+        ("reshape to [3]", |t| {
+            let _ = pending(t).reshape(&[3]);
+        }),
+        ("broadcast_to [3]", |t| {
+            let _ = pending(t).broadcast_to(&[3]);
+        }),
+        ("select with a [3] condition", |t| {
+            let _ = select(&Tensor::zeros(&[3]), pending(t), pending(t));
+        }),
+        ("sum_axis(1) of [4]", |t| {
+            let _ = pending(t).sum_axis(1);
+        }),
+        ("index 7 of [4]", |t| {
+            let _ = pending(t).index_select(0, &[7]);
+        }),
+        ("backward of [4]", |t| {
+            let _ = pending(t).backward();
+        }),
+        ("a [3] seed for [4]", |t| {
+            let _ = pending(t).backward_with(Tensor::zeros(&[3]));
+        }),
+        ("no gradient from a custom backward", |t| {
+            let _ = custom_backward(t, pending(t), |_, _| vec![])
+                .sum()
+                .backward();
+        }),
+        ("a [3] gradient from a custom backward", |t| {
+            let y = custom_backward(t, pending(t), |_, _| vec![Tensor::zeros(&[3])]);
+            let _ = y.sum().backward();
+        }),
+        ("recording inside a custom backward", |t| {
+            let y = custom_backward(t, pending(t), |t, up| vec![t.var(up.clone()).value()]);
+            let _ = y.sum().backward();
+        }),
+        ("backward inside a custom backward", |t| {
+            let y = custom_backward(t, pending(t), |t, up| {
+                let _ = t.var(Tensor::scalar(1.0)).backward();
+                vec![up.clone()]
+            });
+            let _ = y.sum().backward();
+        }),
+        ("recording inside a custom forward", |t| {
+            let _ = t.custom(
+                "f",
+                &[pending(t)],
+                move |x| t.var(x[0].clone()).value(),
+                |_, _, up| vec![up.clone()],
+            );
+        }),
+        ("wrt of an intermediate result", |t| {
+            let p = pending(t);
+            let _ = p.sum().backward().wrt(p).clone();
+        }),
+    ];
+    for (what, case) in cases {
+        let [fused, unfused] =
+            [Tape::fused(), Tape::unfused()].map(|tape| panic_message(|| case(leaked(tape))));
+        assert_eq!(fused, unfused, "{what}");
+        assert!(fused.starts_with("tapegrad: "), "{what}: {fused}");
+    }
+}
+
+/// [`Tape::new`] fuses only cheap ops, from 2^19 elements, and lays a pending value out
+/// at its second use. Just below, at and past that size, a graph of cheap chains broken
+/// by other ops, with a tracked `[]` and `[1]` weight and a node used three times, gives
+/// the same bits on it and on [`Tape::fused`] as unfused.
+#[test]
+fn tape_new_at_its_threshold_gives_the_same_bits_as_unfused() {
+    let graph = |tape: &Tape, n: usize| {
+        let mut rng = Rng(n as u64);
+        let x = tape.var(rng.tensor(&[n], -2.0, 2.0));
+        let c = tape.constant(rng.tensor(&[n], -1.0, 1.0));
+        let w = tape.var(Tensor::scalar(0.7));
+        let b = tape.var(Tensor::from(vec![-0.25]));
+        let a = x * w - c;
+        let h = (a + b).tanh();
+        let m = a.max(h) * a;
+        let r = (m - x).abs().relu().powf(1.5) + b;
+        let loss = r.mean() + (h * w).sum();
+        let grads = loss.backward();
+        let mut out = Outcome::default();
+        for (what, v) in [("a", a), ("h", h), ("m", m), ("r", r), ("loss", loss)] {
+            out.value(what, v);
+        }
+        for (what, leaf) in [("x", x), ("w", w), ("b", b)] {
+            out.grads.push((what.into(), grads.wrt(leaf).clone()));
+        }
+        out
+    };
+    for n in [(1 << 19) - 1, 1 << 19, (1 << 19) + 3] {
+        let want = graph(&Tape::unfused(), n);
+        for tape in [Tape::new(), Tape::fused()] {
+            let found = differences(&graph(&tape, n), &want);
+            let fuses = tape.fuses_from();
+            assert!(
+                found.is_empty(),
+                "n = {n}, fuses from {fuses:?}: {}",
+                found.join("\n")
+            );
+        }
     }
 }
