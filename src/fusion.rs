@@ -288,7 +288,7 @@ struct Sum {
     /// The node whose gradient this is (or to which this use's gradient goes).
     node: usize,
     /// Where the sum goes when the region is done.
-    into: Into,
+    into: Destination,
     /// Whether the unfused sweep would hold it as one number (see `backward`).
     uniform: bool,
     /// What the node's slot held before the region ran.
@@ -307,7 +307,7 @@ enum Base {
 
 /// What becomes of a [`Sum`] when the region is done.
 #[derive(Clone, Copy)]
-enum Into {
+enum Destination {
     /// It is the node's gradient so far: it replaces its slot.
     Slot,
     /// It is one use's gradient of a one-element node: reduced with `sum_to` and added
@@ -316,7 +316,7 @@ enum Into {
 }
 
 impl Sum {
-    fn new(node: usize, base: Base, data: Vec<f64>, into: Into) -> Sum {
+    fn new(node: usize, base: Base, data: Vec<f64>, into: Destination) -> Sum {
         Sum {
             node,
             into,
@@ -492,7 +492,7 @@ pub(crate) fn backward(
             }
         };
         full_sum[x] = sums.len();
-        sums.push(Sum::new(j, base, data, Into::Slot));
+        sums.push(Sum::new(j, base, data, Destination::Slot));
     }
     // Where each operand of each region node sends its gradient.
     let mut targets: Vec<[Option<Target>; 2]> = Vec::with_capacity(region.len());
@@ -505,7 +505,7 @@ pub(crate) fn backward(
             t[k] = Some(match region.iter().position(|&q| q == j) {
                 Some(q) => Target::Region(q),
                 None if nodes[j].len() == 1 => {
-                    sums.push(Sum::new(j, Base::Empty, buffer(n), Into::Reduced));
+                    sums.push(Sum::new(j, Base::Empty, buffer(n), Destination::Reduced));
                     Target::Input(sums.len() - 1)
                 }
                 None => {
@@ -656,12 +656,12 @@ pub(crate) fn backward(
         let shape = nodes[j].shape();
         match sum.into {
             // Every element went through the same additions of the same numbers.
-            Into::Slot if sum.uniform => slots[j] = Slot::Scalar(sum.data[0]),
-            Into::Slot => {
+            Destination::Slot if sum.uniform => slots[j] = Slot::Scalar(sum.data[0]),
+            Destination::Slot => {
                 let t = Tensor::from_parts(data_from_vec(sum.data), shape.into());
                 slots[j] = Slot::Full(Box::new(t));
             }
-            Into::Reduced => {
+            Destination::Reduced => {
                 let g = match sum.uniform {
                     true => Tensor::scalar(sum.data[0]),
                     false => Tensor::from_parts(data_from_vec(sum.data), nodes[top].shape().into()),
