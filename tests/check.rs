@@ -2,7 +2,7 @@
 
 mod common;
 
-use common::{identity_with_error, uniform};
+use common::{identity_with_error, panic_message, uniform};
 use tapegrad::check::{Tolerance, compare, directional, gradcheck, gradcheck_with};
 use tapegrad::losses::{hinge, hinge_grad_closed_form};
 use tapegrad::{Tape, Tensor, Var, max, min};
@@ -548,14 +548,9 @@ fn gradcheck_reports_a_tolerance_widened_by_rounding_noise() {
 #[test]
 fn gradcheck_of_a_many_element_f_panics_at_the_callers_line_saying_to_reduce() {
     let line = line!() + 2;
-    let message = std::panic::catch_unwind(|| {
+    let message = panic_message(|| {
         gradcheck(|_, x| x * 2.0, &Tensor::from(vec![1.0, 2.0]));
-    })
-    .expect_err("must panic");
-    let message = message
-        .downcast_ref::<String>()
-        .cloned()
-        .unwrap_or_default();
+    });
     assert!(message.contains(".sum()"), "{message}");
     assert!(
         message.contains(&format!("tests/check.rs:{line}")),
@@ -702,14 +697,8 @@ fn gradcheck_fails_a_custom_backward_that_ignores_its_upstream_even_as_the_last_
 #[test]
 fn with_kinks_refuses_a_mask_of_the_wrong_length_unless_nothing_was_compared() {
     let three = Tensor::from(vec![1.0, 2.0, 3.0]);
-    let message = std::panic::catch_unwind(|| {
-        compare(&three, &three, Tolerance::default()).with_kinks(&[true])
-    })
-    .expect_err("must panic");
-    let message = message
-        .downcast_ref::<String>()
-        .cloned()
-        .unwrap_or_default();
+    let message =
+        panic_message(|| compare(&three, &three, Tolerance::default()).with_kinks(&[true]));
     assert!(
         message.contains("tapegrad: with_kinks: the mask has 1 entries for 3 elements"),
         "{message}"
@@ -740,14 +729,9 @@ fn report_tables_mark_the_failing_rows() {
 
 #[test]
 fn gradcheck_many_of_no_inputs_panics_instead_of_passing_vacuously() {
-    let message = std::panic::catch_unwind(|| {
+    let message = panic_message(|| {
         tapegrad::check::gradcheck_many(|tape, _| tape.constant(Tensor::scalar(1.0)), &[])
-    })
-    .expect_err("must panic");
-    let message = message
-        .downcast_ref::<String>()
-        .cloned()
-        .unwrap_or_default();
+    });
     assert!(
         message.contains("tapegrad: gradcheck_many: no inputs"),
         "{message}"
