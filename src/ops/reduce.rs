@@ -30,24 +30,35 @@ impl Op for Sum {
 
 // ---- mean: sum / n -------------------------------------------------------------------
 struct Mean;
+impl Mean {
+    /// The mean from the sum of `n` elements.
+    fn of(sum: f64, n: usize) -> f64 {
+        sum / n as f64
+    }
+    /// The gradient of every element from the upstream.
+    fn grad(u: f64, n: usize) -> f64 {
+        u / n as f64
+    }
+}
 impl Op for Mean {
     fn name(&self) -> &str {
         "mean"
     }
     fn forward(&self, x: &[&Tensor]) -> Result<Tensor, String> {
-        Ok(Tensor::scalar(
-            pairwise_sum(x[0].data()) / x[0].len() as f64,
-        ))
+        Ok(Tensor::scalar(Mean::of(
+            pairwise_sum(x[0].data()),
+            x[0].len(),
+        )))
     }
     fn backward(&self, x: &[&Tensor], _: &Tensor, up: Tensor, _: &[bool]) -> InputGrads {
-        let n = x[0].len() as f64;
-        smallvec![Some(up.map_in_place(|u| u / n))]
+        let n = x[0].len();
+        smallvec![Some(up.map_in_place(|u| Mean::grad(u, n)))]
     }
     fn value_of_sum(&self) -> Option<fn(f64, usize) -> f64> {
-        Some(|sum, n| sum / n as f64)
+        Some(Mean::of)
     }
     fn grad_of_sum(&self, u: f64, n: usize) -> Option<f64> {
-        Some(u / n as f64)
+        Some(Mean::grad(u, n))
     }
 }
 
