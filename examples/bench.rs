@@ -28,6 +28,9 @@
 //!
 //! - `hinge_tape_unfused`: `hinge_tape` on `Tape::unfused()`, every op computed whole as
 //!   it is recorded (what `Tape::new()` does below 2^19 elements).
+//! - `hinge_tape_value_first`: `hinge_tape` reading the loss before `backward` (the
+//!   bench's `hinge_tape` calls `backward` first): where the tape fuses, the value then
+//!   takes a pass over the inputs of its own.
 //! - `scalar_chain_reverse_crate`: the same chain on the `reverse` crate's scalar tape,
 //!   compared per step (it records two nodes per step, tapegrad three).
 //!
@@ -154,8 +157,22 @@ fn hinge_tape(pred: &Tensor, target: &Tensor) -> (f64, f64) {
     hinge_on(Tape::new(), pred, target)
 }
 
-/// The same on `tape` (`Tape::unfused()` for the engine without fusion).
+/// The same on `tape` (`Tape::unfused()` for the engine without fusion): `backward`,
+/// then the loss's value (on a fused tape, computed in the gradients' pass).
 fn hinge_on(tape: Tape, pred: &Tensor, target: &Tensor) -> (f64, f64) {
+    let p = tape.var(pred.clone());
+    let t = tape.constant(target.clone());
+    let loss = hinge(p, t);
+    let grads = loss.backward();
+    let value = loss.value().item();
+    let g = grads.wrt(p);
+    (value, g.data()[g.len() / 2])
+}
+
+/// `hinge_tape` reading the loss's value before `backward`: on a fused tape the value
+/// then takes a pass of its own, and `backward` another.
+fn hinge_value_first(pred: &Tensor, target: &Tensor) -> (f64, f64) {
+    let tape = Tape::new();
     let p = tape.var(pred.clone());
     let t = tape.constant(target.clone());
     let loss = hinge(p, t);
@@ -276,8 +293,15 @@ fn main() {
     println!();
 
     println!(
-        "{:>10}  {:>12}  {:>12}  {:>7}  {:>16}  {:>7}  {:>12}",
-        "N", "hinge_tape", "hinge_fused", "ratio", "hinge_fused_into", "ratio", "unfused tape"
+        "{:>10}  {:>12}  {:>12}  {:>7}  {:>16}  {:>7}  {:>12}  {:>12}",
+        "N",
+        "hinge_tape",
+        "hinge_fused",
+        "ratio",
+        "hinge_fused_into",
+        "ratio",
+        "unfused tape",
+        "value first"
     );
     let mut lines = Vec::new();
     for &n in sizes {
@@ -287,6 +311,7 @@ fn main() {
         let (loss_tape, mid) = hinge_tape(&pred, &target);
         assert!((loss_fused - loss_tape).abs() <= 1e-12 * loss_fused.abs().max(1.0));
         assert_eq!(mid, grad_fused[n / 2]);
+        assert_eq!(hinge_value_first(&pred, &target), (loss_tape, mid));
         let reps = match (quick, n) {
             (true, _) => 5,
             (_, n) if n >= 10_000_000 => 9,
@@ -301,18 +326,27 @@ fn main() {
         });
         let tape = median_ms(reps, warm, || hinge_tape(&pred, &target));
         let unfused = median_ms(reps, warm, || hinge_on(Tape::unfused(), &pred, &target));
+        let value_first = median_ms(reps, warm, || hinge_value_first(&pred, &target));
         println!(
-            "{:>10}  {:>9.4} ms  {:>9.4} ms  {:>6.2}x  {:>13.4} ms  {:>6.2}x  {:>9.4} ms",
+            "{:>10}  {:>9.4} ms  {:>9.4} ms  {:>6.2}x  {:>13.4} ms  {:>6.2}x  {:>9.4} ms  \
+             {:>9.4} ms",
             n,
             tape,
             fused,
             tape / fused,
             into,
             tape / into,
-            unfused
+            unfused,
+            value_first
         );
         lines.push(("hinge_tape", n, tape, tape / fused));
         lines.push(("hinge_tape_unfused", n, unfused, unfused / fused));
+        lines.push((
+            "hinge_tape_value_first",
+            n,
+            value_first,
+            value_first / fused,
+        ));
         lines.push(("hinge_fused", n, fused, 1.0));
         lines.push(("hinge_fused_into", n, into, into / fused));
     }

@@ -6,7 +6,7 @@
 //! a table, for a quick look in a terminal.
 
 use crate::fusion;
-use crate::tape::{Gradients, Kind, Node, Tape, Value, Var};
+use crate::tape::{Gradients, Kind, Node, Tape, Value, Var, value_of};
 use crate::tensor::{Tensor, write_preview, write_preview_of};
 use std::fmt::{self, Write};
 
@@ -128,6 +128,7 @@ fn node_preview(nodes: &[Node], i: usize) -> String {
             let _ = write_preview_of(&mut s, &fusion::first(nodes, i, SHOWN), p.len, SHOWN);
             s
         }
+        Value::Unsummed => preview(value_of(nodes, i).data()),
     }
 }
 

@@ -26,10 +26,13 @@
 //! top), the sweep takes the region's top node alone, as the unfused engine does, and
 //! fuses what lies below.
 
-use crate::tape::{Kind, Lane, Node, Op, Pending, Slot, Value, lay_out};
+use crate::tape::{Block, Kind, Lane, Node, Pending, Slot, Value, lay_out};
 use crate::tensor::{
-    Shape, Tensor, broadcast_shapes, buffer, data_from_vec, numel, pairwise, sum_to,
+    Shape, Tensor, broadcast_shapes, buffer, data_from_vec, numel, overwritable, pairwise, sum_to,
 };
+use std::cell::Cell;
+use std::panic::resume_unwind;
+use std::sync::{Mutex, OnceLock, PoisonError};
 
 /// Elements per block: the registers of a region of a few ops stay in L1 beside the
 /// streams of its inputs (a 3-op region's values, gradients and scratch take 8 x 2 KiB;
@@ -110,15 +113,14 @@ enum Source<'a> {
 /// One pending node of a region, as the evaluator runs it.
 struct Step<'a> {
     node: usize,
-    op: &'a dyn Op,
+    block: &'a dyn Block,
     operands: [Source<'a>; 2],
 }
 
-/// The forward of a region: its pending nodes in ascending order, each with a register
-/// of [`BLOCK`] elements.
+/// The forward of a region: its pending nodes in ascending order. The threads of a
+/// pass share it, each running it in registers of its own ([`Program::registers`]).
 pub(crate) struct Program<'a> {
     steps: Vec<Step<'a>>,
-    registers: Vec<f64>,
 }
 
 impl<'a> Program<'a> {
@@ -145,13 +147,17 @@ impl<'a> Program<'a> {
                 let b = inputs.get(1).map_or(Source::One(0.0), |&k| source(k));
                 Step {
                     node: j,
-                    op: &**op,
+                    block: op.block().expect("a pending node's op is elementwise"),
                     operands: [source(inputs[0]), b],
                 }
             })
             .collect();
-        let registers = vec![0.0; steps.len() * BLOCK];
-        Program { steps, registers }
+        Program { steps }
+    }
+
+    /// Registers for one thread running the program: [`BLOCK`] elements per step.
+    fn registers(&self) -> Vec<f64> {
+        vec![0.0; self.steps.len() * BLOCK]
     }
 
     /// The step that computes node `j`, if the program computes it.
@@ -159,35 +165,38 @@ impl<'a> Program<'a> {
         self.steps.binary_search_by_key(&j, |s| s.node).ok()
     }
 
-    /// Compute every step on the elements `lo..hi` (at most [`BLOCK`] of them).
-    pub(crate) fn run(&mut self, lo: usize, hi: usize) {
-        self.run_only(lo, hi, None)
-    }
-
-    /// Compute the steps `needed` marks (every step for `None`) on `lo..hi`.
-    fn run_only(&mut self, lo: usize, hi: usize, needed: Option<&[bool]>) {
+    /// Compute the steps `needed` marks (every step for `None`) on the elements `lo..hi`
+    /// (at most [`BLOCK`] of them), into `registers`.
+    fn run(&self, registers: &mut [f64], lo: usize, hi: usize, needed: Option<&[bool]>) {
         let len = hi - lo;
         for (s, step) in self.steps.iter().enumerate() {
             if needed.is_some_and(|needed| !needed[s]) {
                 continue;
             }
-            let (done, rest) = self.registers.split_at_mut(s * BLOCK);
+            let (done, rest) = registers.split_at_mut(s * BLOCK);
             let [a, b] = step.operands;
             let (a, b) = (lane(a, done, lo, hi), lane(b, done, lo, hi));
-            step.op.forward_block(a, b, &mut rest[..len]);
+            step.block.forward_block(a, b, &mut rest[..len]);
         }
     }
 
-    /// Operand `k` of step `s` over the block `lo..hi` last run (a skipped step's
-    /// register holds stale values).
-    fn operand(&self, s: usize, k: usize, lo: usize, hi: usize) -> Lane<'_> {
-        lane(self.steps[s].operands[k], &self.registers, lo, hi)
+    /// Operand `k` of step `s` over the block `lo..hi` last run in `registers` (a
+    /// skipped step's register holds stale values).
+    fn operand<'r>(
+        &'r self,
+        registers: &'r [f64],
+        s: usize,
+        k: usize,
+        lo: usize,
+        hi: usize,
+    ) -> Lane<'r> {
+        lane(self.steps[s].operands[k], registers, lo, hi)
     }
+}
 
-    /// The values of step `s` over the first `len` elements of the block last run.
-    fn register(&self, s: usize, len: usize) -> &[f64] {
-        &self.registers[s * BLOCK..s * BLOCK + len]
-    }
+/// The values of step `s` over the first `len` elements of the block last run.
+fn register(registers: &[f64], s: usize, len: usize) -> &[f64] {
+    &registers[s * BLOCK..s * BLOCK + len]
 }
 
 /// The elements `lo..hi` of an operand, `registers` holding the earlier steps'.
@@ -203,15 +212,21 @@ fn lane<'r>(source: Source<'r>, registers: &'r [f64], lo: usize, hi: usize) -> L
 /// block, keeping only `j`'s values).
 pub(crate) fn evaluate(nodes: &[Node], j: usize) -> Tensor {
     let cone = cone(nodes, j);
-    let mut program = Program::new(nodes, &cone);
+    let program = Program::new(nodes, &cone);
     let top = cone.len() - 1;
     let n = nodes[j].len();
-    let mut v = buffer(n);
-    for lo in (0..n).step_by(BLOCK) {
-        let hi = (lo + BLOCK).min(n);
-        program.run(lo, hi);
-        v.extend_from_slice(program.register(top, hi - lo));
-    }
+    let mut v = overwritable(n);
+    let parts = split(n).0;
+    let jobs: Vec<(usize, &mut [f64])> =
+        parts.iter().map(|p| p.0).zip(cut(&mut v, &parts)).collect();
+    in_parallel(jobs, |(start, out)| {
+        let mut registers = program.registers();
+        for lo in (0..out.len()).step_by(BLOCK) {
+            let hi = (lo + BLOCK).min(out.len());
+            program.run(&mut registers, start + lo, start + hi, None);
+            out[lo..hi].copy_from_slice(register(&registers, top, hi - lo));
+        }
+    });
     Tensor::from_parts(data_from_vec(v), nodes[j].shape().into())
 }
 
@@ -219,31 +234,180 @@ pub(crate) fn evaluate(nodes: &[Node], j: usize) -> Tensor {
 /// cone, for a preview that need not compute the rest.
 pub(crate) fn first(nodes: &[Node], j: usize, count: usize) -> Vec<f64> {
     let cone = cone(nodes, j);
-    let mut program = Program::new(nodes, &cone);
+    let program = Program::new(nodes, &cone);
+    let mut registers = program.registers();
     let count = count.min(nodes[j].len()).min(BLOCK);
-    program.run(0, count);
-    program.register(cone.len() - 1, count).to_vec()
+    program.run(&mut registers, 0, count, None);
+    register(&registers, cone.len() - 1, count).to_vec()
 }
 
-/// `pairwise_sum` of pending node `j`'s elements without laying them out: the pairwise
-/// recursion down to pieces of at most [`BLOCK`] elements, each evaluated and summed as
-/// `pairwise_sum` sums that piece of the laid-out array (the recursion depends only on
-/// lengths), so the result is the same to the bit.
+/// `pairwise_sum` of pending node `j`'s elements without laying them out (see
+/// [`pairwise_blocks`]), so the result is the same to the bit.
 pub(crate) fn sum(nodes: &[Node], j: usize) -> f64 {
     let cone = cone(nodes, j);
-    let mut program = Program::new(nodes, &cone);
+    let program = Program::new(nodes, &cone);
     let top = cone.len() - 1;
-    fn piece(program: &mut Program<'_>, top: usize, lo: usize, n: usize) -> f64 {
-        if n <= BLOCK {
-            program.run(lo, lo + n);
-            pairwise(program.register(top, n))
-        } else {
-            let mut half = n / 2;
-            half -= half % 8;
-            piece(program, top, lo, half) + piece(program, top, lo + half, n - half)
-        }
+    let n = nodes[j].len();
+    let (parts, depth) = split(n);
+    let sums = in_parallel(parts, |(start, end)| {
+        let mut registers = program.registers();
+        pairwise_blocks(start, end - start, &mut |lo, hi| {
+            program.run(&mut registers, lo, hi, None);
+            pairwise(register(&registers, top, hi - lo))
+        })
+    });
+    0.0 + combine(n, depth, &mut sums.into_iter())
+}
+
+// ---- splitting a pass: pairwise pieces and threads --------------------------------------
+
+/// `block(lo, hi)` on the pieces of `lo..lo + n` that the pairwise recursion of
+/// `pairwise_sum` reaches at [`BLOCK`] elements or fewer, in order; returns what the
+/// recursion makes of the pieces' results. When `block` returns the `pairwise` sum of
+/// the piece's elements, `0.0 +` that over a whole array is `pairwise_sum` of it to the
+/// bit (the recursion depends only on lengths, so any piece is summed as it is there).
+fn pairwise_blocks(lo: usize, n: usize, block: &mut impl FnMut(usize, usize) -> f64) -> f64 {
+    if n <= BLOCK {
+        block(lo, lo + n)
+    } else {
+        let half = pairwise_half(n);
+        pairwise_blocks(lo, half, block) + pairwise_blocks(lo + half, n - half, block)
     }
-    0.0 + piece(&mut program, top, 0, nodes[j].len())
+}
+
+/// Where the pairwise recursion splits `n` elements (numpy's: half, rounded down to a
+/// multiple of 8).
+fn pairwise_half(n: usize) -> usize {
+    let half = n / 2;
+    half - half % 8
+}
+
+/// The parts of `lo..lo + n` that the pairwise recursion reaches `depth` levels down (or
+/// sooner, at [`BLOCK`] elements or fewer), in order.
+fn parts(lo: usize, n: usize, depth: u32, out: &mut Vec<(usize, usize)>) {
+    if depth == 0 || n <= BLOCK {
+        out.push((lo, lo + n));
+    } else {
+        let half = pairwise_half(n);
+        parts(lo, half, depth - 1, out);
+        parts(lo + half, n - half, depth - 1, out);
+    }
+}
+
+/// What the pairwise recursion makes of the results of the [`parts`] of `n` elements at
+/// `depth` (one per part, in order).
+fn combine(n: usize, depth: u32, results: &mut impl Iterator<Item = f64>) -> f64 {
+    if depth == 0 || n <= BLOCK {
+        results.next().expect("one result per part")
+    } else {
+        let half = pairwise_half(n);
+        combine(half, depth - 1, results) + combine(n - half, depth - 1, results)
+    }
+}
+
+/// The most threads a pass uses by default, however many cores the machine has.
+const MAX_THREADS: usize = 8;
+
+/// The fewest elements per thread: a thread costs tens of microseconds to start, about
+/// what a fused pass over 2^15 elements takes.
+const PER_THREAD: usize = 1 << 17;
+
+thread_local! {
+    /// This thread's [`set_threads`] (0: the default).
+    static THREADS: Cell<usize> = const { Cell::new(0) };
+}
+
+/// Set the most threads that a fused pass started on this thread may use (1: none but
+/// this one). The default is the machine's available parallelism, at most 8.
+///
+/// Only the passes over large fused regions split (see [Fusion](crate#fusion)): laying
+/// out, summing and the backward of regions of at least 2^18 elements, with at least
+/// 2^17 elements per thread, in a power-of-two number of parts. Every part is summed
+/// where numpy's pairwise sum splits, so values and gradients are the same to the bit
+/// whatever the count. The threads are started and joined within each pass; nothing
+/// runs in the background.
+///
+/// ```
+/// use tapegrad::{Tape, Tensor, set_threads, threads};
+/// set_threads(1);
+/// assert_eq!(threads(), 1);
+/// let tape = Tape::new();
+/// let x = tape.var(Tensor::full(&[1 << 20], 0.5));
+/// let loss = (x * x).mean();
+/// let grads = loss.backward();
+/// assert_eq!(loss.value().item(), 0.25);
+/// assert_eq!(grads.wrt(x).data()[0], 1.0 / (1 << 20) as f64);
+/// ```
+pub fn set_threads(threads: usize) {
+    THREADS.with(|t| t.set(threads.max(1)));
+}
+
+/// The most threads a fused pass started on this thread may use: what [`set_threads`]
+/// set here, or the machine's available parallelism, at most 8.
+pub fn threads() -> usize {
+    let set = THREADS.with(Cell::get);
+    if set > 0 {
+        return set;
+    }
+    static DEFAULT: OnceLock<usize> = OnceLock::new();
+    *DEFAULT.get_or_init(|| {
+        let available = std::thread::available_parallelism().map_or(1, |n| n.get());
+        available.min(MAX_THREADS)
+    })
+}
+
+/// The parts a pass over `n` elements splits into, one per thread, and the depth of the
+/// pairwise recursion they are at.
+fn split(n: usize) -> (Vec<(usize, usize)>, u32) {
+    let depth = threads().min(n / PER_THREAD).max(1).ilog2();
+    let mut out = Vec::with_capacity(1 << depth);
+    parts(0, n, depth, &mut out);
+    (out, depth)
+}
+
+/// `data` cut into the consecutive `parts` (which cover it).
+fn cut<'d>(data: &'d mut [f64], parts: &[(usize, usize)]) -> Vec<&'d mut [f64]> {
+    let mut rest = data;
+    let mut pieces = Vec::with_capacity(parts.len());
+    for &(lo, hi) in parts {
+        let (piece, tail) = std::mem::take(&mut rest).split_at_mut(hi - lo);
+        pieces.push(piece);
+        rest = tail;
+    }
+    pieces
+}
+
+/// `work` on every job, the first on this thread and each other on a thread of its own
+/// (or here, if a thread cannot be started); the results in order.
+fn in_parallel<J: Send, T: Send>(jobs: Vec<J>, work: impl Fn(J) -> T + Sync) -> Vec<T> {
+    if jobs.len() == 1 {
+        return jobs.into_iter().map(work).collect();
+    }
+    let slots: Vec<Mutex<Option<J>>> = jobs.into_iter().map(|j| Mutex::new(Some(j))).collect();
+    let take = |k: usize| {
+        let mut slot = slots[k].lock().unwrap_or_else(PoisonError::into_inner);
+        slot.take()
+    };
+    std::thread::scope(|scope| {
+        let (work, take) = (&work, &take);
+        let started: Vec<_> = (1..slots.len())
+            .map(|k| {
+                std::thread::Builder::new()
+                    .spawn_scoped(scope, move || take(k).map(work))
+                    .ok()
+            })
+            .collect();
+        let mut results = Vec::with_capacity(slots.len());
+        results.push(work(take(0).expect("the first job")));
+        for (k, thread) in (1..).zip(started) {
+            let done = thread.and_then(|t| t.join().unwrap_or_else(|p| resume_unwind(p)));
+            results.push(match done {
+                Some(result) => result,
+                None => work(take(k).expect("a job no thread took")),
+            });
+        }
+        results
+    })
 }
 
 /// Who uses each node, for the region checks of the backward sweep: the consumers of
@@ -282,8 +446,8 @@ impl Consumers {
     }
 }
 
-/// The gradient of a region input being summed over a fused region's backward, block
-/// by block, in the order the unfused sweep sums it.
+/// The gradient of a region input being summed over a fused region's backward, in the
+/// order the unfused sweep sums it.
 struct Sum {
     /// The node whose gradient this is (or to which this use's gradient goes).
     node: usize,
@@ -293,12 +457,12 @@ struct Sum {
     uniform: bool,
     /// What the node's slot held before the region ran.
     base: Base,
-    /// The node's gradient: all `n` elements for a full base, else the blocks so far.
+    /// The node's gradient, all `n` elements: the slot's for a full base; else values
+    /// that no one reads, each overwritten by its block's first contribution.
     data: Vec<f64>,
-    /// Whether a contribution has arrived in the current block.
-    started: bool,
 }
 
+#[derive(Clone, Copy)]
 enum Base {
     Empty,
     Scalar(f64),
@@ -323,23 +487,24 @@ impl Sum {
             uniform: !matches!(base, Base::Full),
             base,
             data,
-            started: false,
         }
     }
+}
 
+/// One thread's part of a [`Sum`]: its elements `start..end` of the pass, indexed from
+/// `start`.
+struct Part<'p> {
+    base: Base,
+    data: &'p mut [f64],
+    /// Whether a contribution has arrived in the current block.
+    started: bool,
+}
+
+impl Part<'_> {
     /// Whether the next contribution in this block can be written straight into `data`
-    /// (nothing to add it to yet but, perhaps, a number added after: [`Sum::landed`]).
+    /// (nothing to add it to yet but, perhaps, a number added after: [`Part::landed`]).
     fn fresh(&self) -> bool {
         !self.started && !matches!(self.base, Base::Full)
-    }
-
-    /// Make room for the block `lo..hi` before its first contribution lands in it (the
-    /// blocks come in order): zeros written while the block is in cache, instead of a
-    /// pass zeroing all `n` elements first.
-    fn open(&mut self, hi: usize) {
-        if self.data.len() < hi {
-            self.data.resize(hi, 0.0);
-        }
     }
 
     /// A contribution was written straight into `data[lo..hi]`.
@@ -355,7 +520,6 @@ impl Sum {
     fn add(&mut self, lo: usize, c: &[f64]) {
         let hi = lo + c.len();
         if self.fresh() {
-            self.open(hi);
             self.data[lo..hi].copy_from_slice(c);
             return self.landed(lo, hi);
         }
@@ -364,19 +528,21 @@ impl Sum {
     }
 }
 
-/// Where `backward_block` writes one operand's contribution over the block `lo..hi`.
+/// Where `backward_block` writes one operand's contribution over a block of `len`
+/// elements starting at `lo` of the thread's part.
 fn place<'a>(
     plan: Plan,
-    taken: &'a mut [f64],
+    region: &'a mut [f64],
+    input: &'a mut [f64],
     scratch: &'a mut [f64],
     lo: usize,
-    hi: usize,
+    len: usize,
 ) -> Option<&'a mut [f64]> {
     match plan {
         Plan::Skip => None,
-        Plan::Direct(Target::Region(_)) => Some(&mut taken[..hi - lo]),
-        Plan::Direct(Target::Input(_)) => Some(&mut taken[lo..hi]),
-        Plan::Add(_) => Some(&mut scratch[..hi - lo]),
+        Plan::Direct(Target::Region(_)) => Some(&mut region[..len]),
+        Plan::Direct(Target::Input(_)) => Some(&mut input[lo..lo + len]),
+        Plan::Add(_) => Some(&mut scratch[..len]),
     }
 }
 
@@ -406,15 +572,18 @@ enum Plan {
 }
 
 /// The backward of the region whose top is the pending node `top`, whose slot holds
-/// its gradient: gradients for the region's inputs, added to their slots. Returns false,
-/// having changed nothing, if the region cannot keep the unfused summation order; the
-/// sweep then takes `top` alone.
+/// its gradient: gradients for the region's inputs, added to their slots, and, if
+/// `want_sum`, `pairwise_sum` of `top`'s values from the same pass (for an unsummed
+/// `sum` or `mean` of `top`, whose gradient does not depend on its value). Returns
+/// `None`, having changed nothing, if the region cannot keep the unfused summation
+/// order; the sweep then takes `top` alone.
 pub(crate) fn backward(
     nodes: &[Node],
     slots: &mut [Slot],
     consumers: &Consumers,
     top: usize,
-) -> bool {
+    want_sum: bool,
+) -> Option<Option<f64>> {
     // The region: pending tracked nodes below `top` all of whose uses are in the region,
     // so their gradients are complete once the region's are; decided from the top down
     // (every consumer of a node has a larger index, so it is decided first).
@@ -446,7 +615,7 @@ pub(crate) fn backward(
         // (`sum_to` between shapes of one length but different ranks is not a copy: it
         // adds to 0, turning -0 into +0; the unfused step does that, so take it.)
         if nodes[j].len() != 1 && nodes[j].shape() != nodes[top].shape() {
-            return false;
+            return None;
         }
         let first = region
             .iter()
@@ -460,7 +629,7 @@ pub(crate) fn backward(
             uses.partition_point(|&c| c < top),
         );
         if from < to && uses[from..to].iter().any(|c| !region.contains(c)) {
-            return false;
+            return None;
         }
     }
 
@@ -468,7 +637,8 @@ pub(crate) fn backward(
     let upstream = match std::mem::take(&mut slots[top]).into_tensor() {
         Some(t) if t.len() == 1 || t.len() == n => t,
         Some(t) => t.broadcast_to(nodes[top].shape()),
-        None => return true,
+        None if want_sum => return Some(Some(sum(nodes, top))),
+        None => return Some(None),
     };
     // One sum per input of the region's shape, starting from its slot; one per use of
     // a one-element input (each reduced on its own at the end).
@@ -479,8 +649,8 @@ pub(crate) fn backward(
             continue;
         }
         let (base, data) = match std::mem::take(&mut slots[j]).into_tensor() {
-            None => (Base::Empty, buffer(n)),
-            Some(t) if t.len() == 1 => (Base::Scalar(t.data()[0]), buffer(n)),
+            None => (Base::Empty, overwritable(n)),
+            Some(t) if t.len() == 1 => (Base::Scalar(t.data()[0]), overwritable(n)),
             Some(t) => {
                 let t = match t.len() == n {
                     true => t,
@@ -505,7 +675,8 @@ pub(crate) fn backward(
             t[k] = Some(match region.iter().position(|&q| q == j) {
                 Some(q) => Target::Region(q),
                 None if nodes[j].len() == 1 => {
-                    sums.push(Sum::new(j, Base::Empty, buffer(n), Destination::Reduced));
+                    let data = overwritable(n);
+                    sums.push(Sum::new(j, Base::Empty, data, Destination::Reduced));
                     Target::Input(sums.len() - 1)
                 }
                 None => {
@@ -517,15 +688,23 @@ pub(crate) fn backward(
         targets.push(t);
     }
 
+    let cone = cone(nodes, top);
+    let program = Program::new(nodes, &cone);
+    let steps: Vec<usize> = region
+        .iter()
+        .map(|&r| program.step_of(r).expect("the region is in its cone"))
+        .collect();
+    let block = |at: usize| program.steps[steps[at]].block;
+
     // Which gradients the unfused sweep would hold as one number: a uniform upstream
     // stays uniform through ops whose gradients read only the upstream (add, sub, neg).
     // That matters beyond the region: `sum_to` multiplies a uniform gradient by the
     // count where it sums a laid-out one, and the two differ in the last bit.
     let mut uniform = vec![true; region.len()];
     uniform[0] = upstream.len() == 1;
-    for (at, &r) in region.iter().enumerate() {
+    for at in 0..region.len() {
         // (descending: every consumer of a region node has been seen before it)
-        let gives = uniform[at] && !nodes[r].op().reads_operands();
+        let gives = uniform[at] && !block(at).reads_operands();
         for t in targets[at].iter().flatten() {
             match *t {
                 Target::Region(q) => uniform[q] &= gives,
@@ -534,19 +713,14 @@ pub(crate) fn backward(
         }
     }
 
-    let cone = cone(nodes, top);
-    let mut program = Program::new(nodes, &cone);
-    let steps: Vec<usize> = region
-        .iter()
-        .map(|&r| program.step_of(r).expect("the region is in its cone"))
-        .collect();
-    // The values the backward rules read, and what computing them needs (the steps
-    // are in topological order, so one pass from the last step down closes the set).
+    // The values the backward rules read (and the top's, for its sum), and what
+    // computing them needs (the steps are in topological order, so one pass from the
+    // last step down closes the set).
     let mut needed = vec![false; program.steps.len()];
-    for (&r, &s) in region.iter().zip(&steps) {
-        let op = nodes[r].op();
-        needed[s] |= op.reads_out();
-        if op.reads_operands() {
+    needed[steps[0]] = want_sum;
+    for (at, &s) in steps.iter().enumerate() {
+        needed[s] |= block(at).reads_out();
+        if block(at).reads_operands() {
             for k in 0..2 {
                 if let Source::Register(q) = program.steps[s].operands[k] {
                     needed[q] = true;
@@ -563,93 +737,34 @@ pub(crate) fn backward(
             }
         }
     }
-    // Gradient registers of the region's nodes (by position in `region`), whether each
-    // has received a contribution in this block, and scratch for one op's contributions.
-    let mut grads: Vec<Vec<f64>> = region.iter().map(|_| vec![0.0; BLOCK]).collect();
-    let mut filled = vec![false; region.len()];
-    let mut scratch = vec![0.0; 2 * BLOCK];
-    for lo in (0..n).step_by(BLOCK) {
-        let hi = (lo + BLOCK).min(n);
-        let len = hi - lo;
-        program.run_only(lo, hi, Some(&needed));
-        filled.iter_mut().for_each(|f| *f = false);
-        sums.iter_mut().for_each(|s| s.started = false);
-        filled[0] = true;
-        for (at, &r) in region.iter().enumerate() {
-            let s = steps[at];
-            // Plan both operands: straight into a target with nothing in it yet, else
-            // via scratch (so the second operand of `x * x` adds to what the first wrote).
-            let mut plan = [Plan::Skip; 2];
-            for k in 0..2 {
-                let Some(t) = targets[at][k] else { continue };
-                let fresh = match t {
-                    Target::Region(q) => !filled[q],
-                    Target::Input(x) => sums[x].fresh(),
-                };
-                let again = k == 1 && matches!(plan[0], Plan::Direct(t0) if t0 == t);
-                plan[k] = if fresh && !again {
-                    Plan::Direct(t)
-                } else {
-                    Plan::Add(t)
-                };
-            }
-            // Direct targets are moved out for the call (no copy), and back after.
-            let mut taken: [Vec<f64>; 2] = Default::default();
-            for k in 0..2 {
-                match plan[k] {
-                    Plan::Direct(Target::Region(q)) => taken[k] = std::mem::take(&mut grads[q]),
-                    Plan::Direct(Target::Input(x)) => {
-                        sums[x].open(hi);
-                        taken[k] = std::mem::take(&mut sums[x].data)
-                    }
-                    _ => {}
-                }
-            }
-            let up = std::mem::take(&mut grads[at]);
-            {
-                let (sa, sb) = scratch.split_at_mut(BLOCK);
-                let [ta, tb] = &mut taken;
-                let g = [
-                    place(plan[0], ta, sa, lo, hi),
-                    place(plan[1], tb, sb, lo, hi),
-                ];
-                let (a, b) = (program.operand(s, 0, lo, hi), program.operand(s, 1, lo, hi));
-                let out = program.register(s, len);
-                // The top's upstream straight from its slot (one number, or `n`).
-                let up = match (at, upstream.data()) {
-                    (0, [u]) => Lane::One(*u),
-                    (0, all) => Lane::Many(&all[lo..hi]),
-                    _ => Lane::Many(&up[..len]),
-                };
-                nodes[r].op().backward_block(a, b, out, up, g);
-            }
-            grads[at] = up;
-            for (k, taken) in taken.into_iter().enumerate() {
-                match plan[k] {
-                    Plan::Skip => {}
-                    Plan::Direct(Target::Region(q)) => {
-                        grads[q] = taken;
-                        filled[q] = true;
-                    }
-                    Plan::Direct(Target::Input(x)) => {
-                        sums[x].data = taken;
-                        sums[x].landed(lo, hi);
-                    }
-                    Plan::Add(t) => {
-                        let c = &scratch[k * BLOCK..k * BLOCK + len];
-                        match t {
-                            Target::Region(q) if filled[q] => add_into(&mut grads[q][..len], c),
-                            Target::Region(q) => {
-                                grads[q][..len].copy_from_slice(c);
-                                filled[q] = true;
-                            }
-                            Target::Input(x) => sums[x].add(lo, c),
-                        }
-                    }
-                }
-            }
+
+    // The pass, in parts (one per thread), each writing its part of every sum.
+    let pass = Pass {
+        program,
+        steps,
+        targets,
+        needed,
+        upstream,
+        want_sum,
+    };
+    let (parts, depth) = split(n);
+    let mut views: Vec<Vec<Part<'_>>> = parts.iter().map(|_| Vec::new()).collect();
+    for sum in sums.iter_mut() {
+        for (view, data) in views.iter_mut().zip(cut(&mut sum.data, &parts)) {
+            let (base, started) = (sum.base, false);
+            view.push(Part {
+                base,
+                data,
+                started,
+            });
         }
     }
+    let jobs: Vec<_> = parts.iter().copied().zip(views).collect();
+    let part_sums = in_parallel(jobs, |((start, end), mut view)| {
+        pass.part(start, end, &mut view)
+    });
+    let top_sum = want_sum.then(|| 0.0 + combine(n, depth, &mut part_sums.into_iter()));
+
     // (in order: the uses of a one-element input were made in descending order)
     for sum in sums {
         let j = sum.node;
@@ -670,7 +785,139 @@ pub(crate) fn backward(
             }
         }
     }
-    true
+    Some(top_sum)
+}
+
+/// What every thread of a fused backward reads.
+struct Pass<'a> {
+    program: Program<'a>,
+    /// The step of each region node, by its position in the region (the top first).
+    steps: Vec<usize>,
+    /// Where each operand of each region node sends its gradient.
+    targets: Vec<[Option<Target>; 2]>,
+    /// The steps whose values the pass computes.
+    needed: Vec<bool>,
+    /// The top's gradient: one number, or one per element.
+    upstream: Tensor,
+    /// Whether to sum the top's values.
+    want_sum: bool,
+}
+
+impl Pass<'_> {
+    /// The backward over the elements `start..end`, into `sums` (their parts there), a
+    /// block at a time: the values the rules read, then each region node's rule in
+    /// reverse order. Returns the top's values there summed as the pairwise recursion
+    /// sums that part, if wanted (else 0).
+    fn part(&self, start: usize, end: usize, sums: &mut [Part<'_>]) -> f64 {
+        let count = self.steps.len();
+        let mut registers = self.program.registers();
+        // Gradient registers of the region's nodes (by position in the region), whether
+        // each has received a contribution in this block, and scratch for one op's
+        // contributions.
+        let mut grads: Vec<Vec<f64>> = (0..count).map(|_| vec![0.0; BLOCK]).collect();
+        let mut filled = vec![false; count];
+        let mut scratch = vec![0.0; 2 * BLOCK];
+        let mut block = |lo: usize, hi: usize| -> f64 {
+            let (len, at_part) = (hi - lo, lo - start);
+            self.program.run(&mut registers, lo, hi, Some(&self.needed));
+            let sum = match self.want_sum {
+                true => pairwise(register(&registers, self.steps[0], len)),
+                false => 0.0,
+            };
+            filled.fill(false);
+            sums.iter_mut().for_each(|s| s.started = false);
+            filled[0] = true;
+            for at in 0..count {
+                let s = self.steps[at];
+                // Plan both operands: straight into a target with nothing in it yet,
+                // else via scratch (so the second operand of `x * x` adds to what the
+                // first wrote).
+                let mut plan = [Plan::Skip; 2];
+                for k in 0..2 {
+                    let Some(t) = self.targets[at][k] else {
+                        continue;
+                    };
+                    let fresh = match t {
+                        Target::Region(q) => !filled[q],
+                        Target::Input(x) => sums[x].fresh(),
+                    };
+                    let again = k == 1 && matches!(plan[0], Plan::Direct(t0) if t0 == t);
+                    plan[k] = if fresh && !again {
+                        Plan::Direct(t)
+                    } else {
+                        Plan::Add(t)
+                    };
+                }
+                // Direct targets are moved out for the call (no copy), and back after.
+                let mut region: [Vec<f64>; 2] = Default::default();
+                let mut input: [&mut [f64]; 2] = Default::default();
+                for k in 0..2 {
+                    match plan[k] {
+                        Plan::Direct(Target::Region(q)) => {
+                            region[k] = std::mem::take(&mut grads[q])
+                        }
+                        Plan::Direct(Target::Input(x)) => {
+                            input[k] = std::mem::take(&mut sums[x].data)
+                        }
+                        _ => {}
+                    }
+                }
+                {
+                    // The top's upstream straight from its slot (one number, or `n`).
+                    let up = match (at, self.upstream.data()) {
+                        (0, [u]) => Lane::One(*u),
+                        (0, all) => Lane::Many(&all[lo..hi]),
+                        _ => Lane::Many(&grads[at][..len]),
+                    };
+                    let (sa, sb) = scratch.split_at_mut(BLOCK);
+                    let ([ra, rb], [ia, ib]) = (&mut region, &mut input);
+                    let g = [
+                        place(plan[0], ra, ia, sa, at_part, len),
+                        place(plan[1], rb, ib, sb, at_part, len),
+                    ];
+                    let a = self.program.operand(&registers, s, 0, lo, hi);
+                    let b = self.program.operand(&registers, s, 1, lo, hi);
+                    let out = register(&registers, s, len);
+                    self.program.steps[s].block.backward_block(a, b, out, up, g);
+                }
+                for (k, (region, input)) in region.into_iter().zip(input).enumerate() {
+                    match plan[k] {
+                        Plan::Skip => {}
+                        Plan::Direct(Target::Region(q)) => {
+                            grads[q] = region;
+                            filled[q] = true;
+                        }
+                        Plan::Direct(Target::Input(x)) => {
+                            sums[x].data = input;
+                            sums[x].landed(at_part, at_part + len);
+                        }
+                        Plan::Add(t) => {
+                            let c = &scratch[k * BLOCK..k * BLOCK + len];
+                            match t {
+                                Target::Region(q) if filled[q] => add_into(&mut grads[q][..len], c),
+                                Target::Region(q) => {
+                                    grads[q][..len].copy_from_slice(c);
+                                    filled[q] = true;
+                                }
+                                Target::Input(x) => sums[x].add(at_part, c),
+                            }
+                        }
+                    }
+                }
+            }
+            sum
+        };
+        // (the blocks of a sum split where `pairwise_sum` does; others are full blocks)
+        match self.want_sum {
+            true => pairwise_blocks(start, end - start, &mut block),
+            false => {
+                for lo in (start..end).step_by(BLOCK) {
+                    block(lo, (lo + BLOCK).min(end));
+                }
+                0.0
+            }
+        }
+    }
 }
 
 impl Node {
@@ -679,6 +926,7 @@ impl Node {
         match &self.value {
             Value::Ready(t) => t.len(),
             Value::Pending(p) => p.len,
+            Value::Unsummed => 1,
         }
     }
 }

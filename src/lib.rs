@@ -46,14 +46,23 @@
 //! elements are not computed yet). When something needs the elements, the chain behind
 //! them is evaluated block by block (256 elements, so that every intermediate stays in
 //! the L1 cache), and only what was asked for is written out:
-//! - `sum` and `mean` of a pending value sum it block by block, with numpy's pairwise
-//!   blocking, so the sum is the one [`pairwise_sum`] gives on the laid-out array;
+//! - `sum` and `mean` of a pending value are not computed when recorded either: they
+//!   sum it block by block, with numpy's pairwise blocking (so the sum is the one
+//!   [`pairwise_sum`] gives on the laid-out array), when something needs them; or,
+//!   when `backward` starts from them before anyone has, in the backward's own pass;
 //! - any other op and [`Var::value`] lay the value out and keep it (`value()` inside a
 //!   custom op's backward computes it without keeping it); `Display` and `to_dot`
 //!   compute only the elements they show;
 //! - `backward` takes each fused chain in one pass: per block it recomputes the chain's
 //!   values, applies each op's per-element backward rule in reverse, and writes only the
 //!   gradients of the chain's inputs.
+//!
+//! So a loss that ends in `sum` or `mean` of a fused chain, like [`losses::hinge`], is
+//! computed with its gradient in one pass over the inputs if `backward` comes first and
+//! the value is read after it; reading the value first costs a pass of its own (the
+//! results are the same). A pass over a chain of at least 2^18 elements is split among
+//! threads ([`set_threads`]; by default as many as the machine has, at most 8), at the
+//! top levels of the pairwise recursion, so the bits do not depend on the count.
 //!
 //! Both directions run each op's one per-element rule, and gradients are summed in the
 //! order the unfused sweep sums them, so values and gradients are the same to the bit
@@ -84,6 +93,7 @@ mod ops;
 mod tape;
 mod tensor;
 
+pub use fusion::{set_threads, threads};
 pub use ops::{Operands, max, min, select};
 pub use tape::{Gradients, Tape, Var};
 pub use tensor::{Error, Shape, Tensor, pairwise_sum, pooled_bytes, release_pooled_buffers};

@@ -32,9 +32,9 @@ use std::panic::Location;
 #[track_caller]
 pub fn hinge<'t>(pred: Var<'t>, target: Var<'t>) -> Var<'t> {
     batch("hinge", pred, target);
-    // (from the shape: reading the value would lay out a pending `pred`)
-    let n: usize = pred.shape().iter().product();
-    max(0.0, 1.0 - pred * target).sum() / n as f64
+    // (`mean` is `sum() / N` to the bit; ending in it lets `backward` from a loss not
+    // yet read compute the value in the gradients' pass)
+    max(0.0, 1.0 - pred * target).mean()
 }
 
 /// The seed's hand-derived gradient of [`hinge`] with respect to `pred`:

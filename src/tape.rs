@@ -48,42 +48,15 @@ pub(crate) trait Op {
     fn backward_scalar(&self, _inputs: [f64; 2], _out: f64, _upstream: f64) -> Option<[f64; 2]> {
         None
     }
-    /// Whether this is an elementwise op that a fused tape may defer and evaluate block
-    /// by block with `forward_block` and `backward_block` (see `fusion.rs`).
-    fn fusible(&self) -> bool {
-        false
-    }
-    /// The output elements of one block from the operands' elements there (`b` is
-    /// `Lane::One(0.0)` for a one-input op): exactly what `forward` computes for them.
-    fn forward_block(&self, _a: Lane<'_>, _b: Lane<'_>, _out: &mut [f64]) {
-        unreachable!("forward_block of an op that is not fusible")
-    }
-    /// The gradient contributions of the operands over one block, written to `g[0]` and
-    /// `g[1]` where given (each as long as the block): exactly what `backward` computes
-    /// for those elements, given the operands, the output `out` and the upstream `up`.
-    fn backward_block(
-        &self,
-        _a: Lane<'_>,
-        _b: Lane<'_>,
-        _out: &[f64],
-        _up: Lane<'_>,
-        _g: Wanted<'_>,
-    ) {
-        unreachable!("backward_block of an op that is not fusible")
+    /// The block rules of an elementwise op, which a fused tape may defer and evaluate
+    /// block by block (see `fusion.rs`); `None` for the other ops.
+    fn block(&self) -> Option<&dyn Block> {
+        None
     }
     /// Whether the op is cheap enough to recompute rather than store (see
     /// `PerElement::CHEAP`).
     fn cheap(&self) -> bool {
         false
-    }
-    /// Whether `backward_block` reads the operands (not for add, sub, neg).
-    fn reads_operands(&self) -> bool {
-        true
-    }
-    /// Whether `backward_block` reads the output `out` (else `out` may be left
-    /// uncomputed, and the rule is given NaN for it).
-    fn reads_out(&self) -> bool {
-        true
     }
     /// For a reduction whose value depends on its one input only through the input's
     /// pairwise sum (`sum`, `mean`): the value from that sum and the input's length. A
@@ -97,6 +70,24 @@ pub(crate) trait Op {
     fn grad_of_sum(&self, _upstream: f64, _len: usize) -> Option<f64> {
         None
     }
+}
+
+/// What a fused region runs of an elementwise op, one block of elements at a time: the
+/// same per-element rules as its `forward` and `backward`. `Sync`, because a pass over a
+/// large region splits its blocks among threads (`fusion::set_threads`).
+pub(crate) trait Block: Sync {
+    /// The output elements of one block from the operands' elements there (`b` is
+    /// `Lane::One(0.0)` for a one-input op): exactly what `forward` computes for them.
+    fn forward_block(&self, a: Lane<'_>, b: Lane<'_>, out: &mut [f64]);
+    /// The gradient contributions of the operands over one block, written to `g[0]` and
+    /// `g[1]` where given (each as long as the block): exactly what `backward` computes
+    /// for those elements, given the operands, the output `out` and the upstream `up`.
+    fn backward_block(&self, a: Lane<'_>, b: Lane<'_>, out: &[f64], up: Lane<'_>, g: Wanted<'_>);
+    /// Whether `backward_block` reads the operands (not for add, sub, neg).
+    fn reads_operands(&self) -> bool;
+    /// Whether `backward_block` reads the output `out` (else `out` may be left
+    /// uncomputed, and the rule is given NaN for it).
+    fn reads_out(&self) -> bool;
 }
 
 /// The elements of one operand over a block of a fused region: one number for every
@@ -157,6 +148,10 @@ pub(crate) enum Value {
     /// Boxed, so that a node stays as small as a tensor makes it (a rank-0 chain reads
     /// and writes every node).
     Pending(Box<Pending>),
+    /// `sum` or `mean` (rank-0) of a pending node, not yet summed: computed when
+    /// something needs it, or by `backward` from this node in the same pass as the
+    /// gradients (see `fusion::backward`).
+    Unsummed,
 }
 
 /// What a pending node knows before its elements are computed.
@@ -175,7 +170,7 @@ impl Node {
     pub(crate) fn ready(&self) -> &Tensor {
         match &self.value {
             Value::Ready(t) => t,
-            Value::Pending(_) => unreachable!("the value of a pending node was read"),
+            _ => unreachable!("the value of a pending node was read"),
         }
     }
 
@@ -187,6 +182,7 @@ impl Node {
         match &self.value {
             Value::Ready(t) => t.shape(),
             Value::Pending(p) => &p.shape,
+            Value::Unsummed => &[],
         }
     }
 
@@ -195,7 +191,7 @@ impl Node {
     fn scalar(&self) -> Option<f64> {
         match &self.value {
             Value::Ready(t) => t.as_scalar(),
-            Value::Pending(_) => None,
+            _ => None,
         }
     }
 
@@ -213,15 +209,32 @@ pub(crate) fn value_of(nodes: &[Node], j: usize) -> Cow<'_, Tensor> {
     match &nodes[j].value {
         Value::Ready(t) => Cow::Borrowed(t),
         Value::Pending(_) => Cow::Owned(fusion::evaluate(nodes, j)),
+        Value::Unsummed => Cow::Owned(Tensor::scalar(unsummed_value(nodes, j))),
     }
 }
 
-/// Lay out node `j`'s value and keep it, if it is pending.
+/// Lay out node `j`'s value and keep it, if it is pending or unsummed.
 pub(crate) fn lay_out(nodes: &mut [Node], j: usize) {
-    if nodes[j].is_pending() {
-        let value = fusion::evaluate(nodes, j);
-        nodes[j].value = Value::Ready(value);
-    }
+    let value = match nodes[j].value {
+        Value::Ready(_) => return,
+        Value::Pending(_) => fusion::evaluate(nodes, j),
+        Value::Unsummed => Tensor::scalar(unsummed_value(nodes, j)),
+    };
+    nodes[j].value = Value::Ready(value);
+}
+
+/// The value of the unsummed node `j` (`sum` or `mean` of one input): the input's
+/// pairwise sum, block by block if it is still pending, given to the op's
+/// `value_of_sum`, which is what its `forward` computes from the laid-out input.
+fn unsummed_value(nodes: &[Node], j: usize) -> f64 {
+    let a = nodes[j].inputs[0];
+    let value_of_sum = nodes[j].op().value_of_sum().expect("an unsummed node sums");
+    let sum = match &nodes[a].value {
+        Value::Pending(_) => fusion::sum(nodes, a),
+        Value::Ready(t) => crate::tensor::pairwise_sum(t.data()),
+        Value::Unsummed => unreachable!("an op on an unsummed node sums it first"),
+    };
+    value_of_sum(sum, nodes[a].len())
 }
 
 pub(crate) enum Kind {
@@ -383,7 +396,7 @@ impl Tape {
 
     /// The value of `op` on `inputs` (not rank-0 numbers): deferred on a fused tape if
     /// the op is elementwise and its operands allow; for `sum` and `mean` of a deferred
-    /// operand, summed block by block; otherwise computed now, deferred operands laid out.
+    /// operand, unsummed until needed; otherwise computed now, deferred operands laid out.
     fn forward(&self, nodes: &mut [Node], op: &dyn Op, inputs: &[usize]) -> Result<Value, String> {
         if self.fuse_from != usize::MAX {
             if !self.fuse_all {
@@ -401,18 +414,15 @@ impl Tape {
             }
             // (a deferred result is as long as its longest operand: no true broadcast)
             let longest = inputs.iter().map(|&j| nodes[j].len()).max().unwrap_or(0);
-            if op.fusible() && (self.fuse_all || op.cheap()) && longest >= self.fuse_from {
+            if op.block().is_some() && (self.fuse_all || op.cheap()) && longest >= self.fuse_from {
                 if let Some(value) = fusion::defer(nodes, inputs, self.fuse_from) {
                     return Ok(value);
                 }
-            } else if let (Some(value_of_sum), &[a]) = (op.value_of_sum(), inputs)
+            } else if let (Some(_), &[a]) = (op.value_of_sum(), inputs)
                 && nodes[a].is_pending()
             {
-                let sum = fusion::sum(nodes, a);
-                return Ok(Value::Ready(Tensor::scalar(value_of_sum(
-                    sum,
-                    nodes[a].len(),
-                ))));
+                // Summed when needed: by `backward` from this node, in its pass.
+                return Ok(Value::Unsummed);
             }
         }
         for &j in inputs {
@@ -603,8 +613,9 @@ impl<'t> Var<'t> {
 
     /// The var's value. The tensor shares its elements with the tape (an O(1) clone).
     ///
-    /// On a fused tape, an elementwise result is computed when first asked for (here,
-    /// or by an op that needs it) and kept from then on.
+    /// On a fused tape, an elementwise result (and `sum` or `mean` of one) is computed
+    /// when first asked for (here, by an op that needs it, or, for a sum, by `backward`
+    /// from it) and kept from then on.
     #[track_caller]
     pub fn value(&self) -> Tensor {
         {
@@ -687,6 +698,10 @@ impl<'t> Var<'t> {
         slots[root] = Slot::from(seed);
         // Who uses each node, built when the sweep meets the first pending node.
         let mut consumers = None;
+        // Unsummed nodes `(input, node)` whose gradient went to their pending input: the
+        // input's region sums it in its pass, and `summed` keeps the values.
+        let mut unsummed: SmallVec<[(usize, usize); 1]> = SmallVec::new();
+        let mut summed: SmallVec<[(usize, f64); 1]> = SmallVec::new();
         for i in (0..=root).rev() {
             let node = &nodes[i];
             // Leaves keep their slot (read below); a node with only constants behind it
@@ -700,9 +715,16 @@ impl<'t> Var<'t> {
                 // that would change the order gradients are summed in.
                 let consumers =
                     consumers.get_or_insert_with(|| fusion::Consumers::new(&nodes, root));
-                if matches!(slots[i], Slot::Empty)
-                    || fusion::backward(&nodes, &mut slots, consumers, i)
-                {
+                if matches!(slots[i], Slot::Empty) {
+                    continue;
+                }
+                let want_sum = unsummed.iter().any(|&(a, _)| a == i);
+                if let Some(sum) = fusion::backward(&nodes, &mut slots, consumers, i, want_sum) {
+                    for &(_, j) in unsummed.iter().filter(|&&(a, _)| a == i) {
+                        let value_of_sum = nodes[j].op().value_of_sum().expect("a sum");
+                        let sum = sum.expect("the region summed its top");
+                        summed.push((j, value_of_sum(sum, node.len())));
+                    }
                     continue;
                 }
             }
@@ -726,6 +748,9 @@ impl<'t> Var<'t> {
                 let local = op.grad_of_sum(*u, nodes[a].len());
                 if let (true, Some(g)) = (nodes[a].is_pending(), local) {
                     slots[a].add_scalar(g);
+                    if matches!(node.value, Value::Unsummed) {
+                        unsummed.push((a, i));
+                    }
                     continue;
                 }
             }
@@ -774,9 +799,20 @@ impl<'t> Var<'t> {
             leaves.push((i, g));
         }
         slots.clear();
+        let count = nodes.len();
+        drop(nodes);
+        // Keep what the sweep summed (a custom op's backward asking for a value holds
+        // no borrow past its return, so the tape is free again).
+        if !summed.is_empty()
+            && let Ok(mut nodes) = self.tape.nodes.try_borrow_mut()
+        {
+            for (j, value) in summed {
+                nodes[j].value = Value::Ready(Tensor::scalar(value));
+            }
+        }
         Gradients {
             leaves,
-            nodes: nodes.len(),
+            nodes: count,
             tape: self.tape.id,
         }
     }

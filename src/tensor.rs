@@ -134,20 +134,43 @@ pub fn release_pooled_buffers() -> usize {
 /// An empty Vec with room for `n` elements: a pooled one if one fits (at least `n`,
 /// at most `2n`), a new one otherwise.
 pub(crate) fn buffer(n: usize) -> Vec<f64> {
-    if n >= POOL_MIN_LEN {
-        let pooled = POOL.try_with(|pool| {
-            let mut pool = pool.try_borrow_mut().ok()?;
-            let fit = pool
-                .iter()
-                .position(|b| b.capacity() >= n && b.capacity() <= 2 * n)?;
-            Some(pool.swap_remove(fit))
-        });
-        if let Ok(Some(mut v)) = pooled {
+    match pooled(n) {
+        Some(mut v) => {
             v.clear();
-            return v;
+            v
         }
+        None => Vec::with_capacity(n),
     }
-    Vec::with_capacity(n)
+}
+
+/// `n` elements whose values are not specified (what a pooled buffer last held, or
+/// zeros), for a result every element of which is written before anything reads it:
+/// a pooled buffer is not zeroed first.
+pub(crate) fn overwritable(n: usize) -> Vec<f64> {
+    match pooled(n) {
+        Some(mut v) => {
+            v.truncate(n);
+            v.resize(n, 0.0);
+            v
+        }
+        None => vec![0.0; n],
+    }
+}
+
+/// A buffer of this thread's pool with room for `n` elements (at most `2n`), if any,
+/// holding what it last held.
+fn pooled(n: usize) -> Option<Vec<f64>> {
+    if n < POOL_MIN_LEN {
+        return None;
+    }
+    let pooled = POOL.try_with(|pool| {
+        let mut pool = pool.try_borrow_mut().ok()?;
+        let fit = pool
+            .iter()
+            .position(|b| b.capacity() >= n && b.capacity() <= 2 * n)?;
+        Some(pool.swap_remove(fit))
+    });
+    pooled.ok().flatten()
 }
 
 /// `n` zeros in a (possibly pooled) buffer, for results filled by accumulation.

@@ -40,7 +40,7 @@ use proptest::test_runner::TestCaseError;
 use std::cell::RefCell;
 use std::rc::Rc;
 use tapegrad::losses::{hinge, hinge_grad_closed_form};
-use tapegrad::{Tape, Tensor, Var, pairwise_sum, select};
+use tapegrad::{Tape, Tensor, Var, pairwise_sum, select, set_threads, threads};
 
 /// Random graphs per property (each evaluated on both tapes) in a plain `cargo test`.
 const CASES: u32 = 2048;
@@ -1882,5 +1882,68 @@ fn tape_new_at_its_threshold_gives_the_same_bits_as_unfused() {
                 found.join("\n")
             );
         }
+    }
+}
+
+// ---- 8. passes split among threads ----------------------------------------------------
+
+/// A pass over a large region splits into parts, one per thread (`set_threads`), each
+/// summed where numpy's pairwise sum splits: the same bits as one thread and as the
+/// unfused engine. Sizes that split into 2 parts and into up to 8 (lengths that are not
+/// multiples of 8), every read order (so sums are taken in the gradients' pass, in a
+/// pass of their own, and of inputs already laid out), one-element tracked operands
+/// (their gradients reduced per part), and `Tape::new`'s cheap-op regions.
+#[test]
+fn passes_split_among_threads_give_the_same_bits_as_one_thread_and_unfused() {
+    assert!(threads() >= 1);
+    let mut failures = Vec::new();
+    for n in [(1 << 18) + 5, (1 << 20) + 37] {
+        set_threads(1);
+        let want = read_order_graph(&Tape::unfused(), n, Reads::AfterSweep);
+        for count in [1, 2, 3, 8] {
+            set_threads(count);
+            assert_eq!(threads(), count);
+            for reads in READS {
+                for tape in [Tape::fused(), Tape::new()] {
+                    let got = read_order_graph(&tape, n, reads);
+                    for d in differences(&got, &want) {
+                        let from = tape.fuses_from();
+                        failures.push(format!(
+                            "n = {n}, {count} threads, {reads:?}, fuses from {from:?}: {d}"
+                        ));
+                    }
+                }
+            }
+        }
+    }
+    assert!(failures.is_empty(), "{}", failures.join("\n"));
+}
+
+/// The hinge at 10^6 on 1, 2 and 4 threads, the loss read before or after `backward`:
+/// the same bits as the unfused engine (the sum of its terms is split across threads at
+/// the top levels of the pairwise recursion).
+#[test]
+fn the_hinge_split_among_threads_gives_the_same_bits() {
+    set_threads(1);
+    let want = hinge_on(&Tape::unfused(), hinge);
+    for count in [1, 2, 4] {
+        set_threads(count);
+        let got = hinge_on(&Tape::new(), hinge);
+        assert_eq!(
+            got.0.data()[0].to_bits(),
+            want.0.data()[0].to_bits(),
+            "{count}"
+        );
+        let d = bit_difference(&got.1, &want.1);
+        assert!(d.is_none(), "{count} threads: {d:?}");
+        let tape = Tape::new();
+        let (pred, target) = hinge_inputs();
+        let p = tape.var(pred);
+        let loss = hinge(p, tape.constant(target));
+        let value = loss.value();
+        let grads = loss.backward();
+        assert_eq!(value.data()[0].to_bits(), want.0.data()[0].to_bits());
+        let d = bit_difference(grads.wrt(p), &want.1);
+        assert!(d.is_none(), "{count} threads, value first: {d:?}");
     }
 }

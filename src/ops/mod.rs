@@ -18,7 +18,7 @@
 //!   where the local derivative is inf or NaN. An element the loss does not depend on
 //!   gets gradient 0, as in the closed form, not an IEEE `0 * inf = NaN`.
 
-use crate::tape::{InputGrads, Lane, Op, Var, Wanted};
+use crate::tape::{Block, InputGrads, Lane, Op, Var, Wanted};
 use crate::tensor::{
     Shape, Tensor, broadcast_shapes, buffer, data_from_vec, numel, sum_to, zip_broadcast,
 };
@@ -28,7 +28,7 @@ use smallvec::smallvec;
 
 /// The maths of one elementwise op of one or two inputs, per element. This is the only
 /// place an elementwise op's value and derivative are written.
-pub(crate) trait PerElement: 'static {
+pub(crate) trait PerElement: Sync + 'static {
     /// Name shown in panics, `Display for Tape` and DOT output.
     const NAME: &'static str;
     /// Whether the gradients depend on the upstream element alone (add, sub, neg): then
@@ -102,44 +102,12 @@ impl<R: PerElement> Op for Elementwise<R> {
         Some(self.0.grad(a, b, out, u))
     }
 
-    fn fusible(&self) -> bool {
-        true
-    }
-
-    fn reads_operands(&self) -> bool {
-        !R::UPSTREAM_ONLY
+    fn block(&self) -> Option<&dyn Block> {
+        Some(self)
     }
 
     fn cheap(&self) -> bool {
         R::CHEAP
-    }
-
-    fn reads_out(&self) -> bool {
-        R::READS_OUT
-    }
-
-    fn forward_block(&self, a: Lane<'_>, b: Lane<'_>, out: &mut [f64]) {
-        let rule = &self.0;
-        match (a, b) {
-            (Lane::One(a), Lane::One(b)) => block_values(rule, a, b, out),
-            (Lane::One(a), Lane::Many(b)) => block_values(rule, a, b, out),
-            (Lane::Many(a), Lane::One(b)) => block_values(rule, a, b, out),
-            (Lane::Many(a), Lane::Many(b)) => block_values(rule, a, b, out),
-        }
-    }
-
-    fn backward_block(&self, a: Lane<'_>, b: Lane<'_>, out: &[f64], up: Lane<'_>, g: Wanted<'_>) {
-        let rule = &self.0;
-        match (a, b, up) {
-            (Lane::One(a), Lane::One(b), Lane::One(u)) => block_grads(rule, a, b, out, u, g),
-            (Lane::One(a), Lane::One(b), Lane::Many(u)) => block_grads(rule, a, b, out, u, g),
-            (Lane::One(a), Lane::Many(b), Lane::One(u)) => block_grads(rule, a, b, out, u, g),
-            (Lane::One(a), Lane::Many(b), Lane::Many(u)) => block_grads(rule, a, b, out, u, g),
-            (Lane::Many(a), Lane::One(b), Lane::One(u)) => block_grads(rule, a, b, out, u, g),
-            (Lane::Many(a), Lane::One(b), Lane::Many(u)) => block_grads(rule, a, b, out, u, g),
-            (Lane::Many(a), Lane::Many(b), Lane::One(u)) => block_grads(rule, a, b, out, u, g),
-            (Lane::Many(a), Lane::Many(b), Lane::Many(u)) => block_grads(rule, a, b, out, u, g),
-        }
     }
 
     fn backward(&self, x: &[&Tensor], out: &Tensor, up: Tensor, tracked: &[bool]) -> InputGrads {
@@ -188,6 +156,40 @@ impl<R: PerElement> Op for Elementwise<R> {
             grads.push(gb.map(|g| reduce(g, b)));
         }
         grads
+    }
+}
+
+impl<R: PerElement> Block for Elementwise<R> {
+    fn forward_block(&self, a: Lane<'_>, b: Lane<'_>, out: &mut [f64]) {
+        let rule = &self.0;
+        match (a, b) {
+            (Lane::One(a), Lane::One(b)) => block_values(rule, a, b, out),
+            (Lane::One(a), Lane::Many(b)) => block_values(rule, a, b, out),
+            (Lane::Many(a), Lane::One(b)) => block_values(rule, a, b, out),
+            (Lane::Many(a), Lane::Many(b)) => block_values(rule, a, b, out),
+        }
+    }
+
+    fn backward_block(&self, a: Lane<'_>, b: Lane<'_>, out: &[f64], up: Lane<'_>, g: Wanted<'_>) {
+        let rule = &self.0;
+        match (a, b, up) {
+            (Lane::One(a), Lane::One(b), Lane::One(u)) => block_grads(rule, a, b, out, u, g),
+            (Lane::One(a), Lane::One(b), Lane::Many(u)) => block_grads(rule, a, b, out, u, g),
+            (Lane::One(a), Lane::Many(b), Lane::One(u)) => block_grads(rule, a, b, out, u, g),
+            (Lane::One(a), Lane::Many(b), Lane::Many(u)) => block_grads(rule, a, b, out, u, g),
+            (Lane::Many(a), Lane::One(b), Lane::One(u)) => block_grads(rule, a, b, out, u, g),
+            (Lane::Many(a), Lane::One(b), Lane::Many(u)) => block_grads(rule, a, b, out, u, g),
+            (Lane::Many(a), Lane::Many(b), Lane::One(u)) => block_grads(rule, a, b, out, u, g),
+            (Lane::Many(a), Lane::Many(b), Lane::Many(u)) => block_grads(rule, a, b, out, u, g),
+        }
+    }
+
+    fn reads_operands(&self) -> bool {
+        !R::UPSTREAM_ONLY
+    }
+
+    fn reads_out(&self) -> bool {
+        R::READS_OUT
     }
 }
 
