@@ -123,6 +123,7 @@ fn node_label(index: usize, node: &Node, value: &str, grad: Option<&Tensor>) -> 
 fn node_preview(nodes: &[Node], i: usize) -> String {
     match &nodes[i].value {
         Value::Ready(t) => preview(t.data()),
+        Value::Scalar(x) => preview(&[*x]),
         Value::Pending(p) => {
             let mut s = String::new();
             let _ = write_preview_of(&mut s, &fusion::first(nodes, i, SHOWN), p.len, SHOWN);

@@ -129,13 +129,13 @@ impl<'a> Program<'a> {
     pub(crate) fn new(nodes: &'a [Node], cone: &[usize]) -> Program<'a> {
         let source = |k: usize| match cone.binary_search(&k) {
             Ok(step) => Source::Register(step),
-            Err(_) => {
-                let t = nodes[k].ready();
-                match t.data() {
+            Err(_) => match &nodes[k].value {
+                Value::Scalar(x) => Source::One(*x),
+                _ => match nodes[k].ready().data() {
                     [x] => Source::One(*x),
                     data => Source::Many(data),
-                }
-            }
+                },
+            },
         };
         let steps: Vec<Step<'a>> = cone
             .iter()
@@ -926,7 +926,7 @@ impl Node {
         match &self.value {
             Value::Ready(t) => t.len(),
             Value::Pending(p) => p.len,
-            Value::Unsummed => 1,
+            Value::Scalar(_) | Value::Unsummed => 1,
         }
     }
 }

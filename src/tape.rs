@@ -144,6 +144,9 @@ pub(crate) struct Node {
 /// A node's value: its elements, or (an elementwise op on a fused tape) only its shape
 /// until something needs the elements (see `fusion.rs`).
 pub(crate) enum Value {
+    /// A rank-0 value, as a plain number: a chain of rank-0 ops (micrograd's workload)
+    /// records and sweeps these without building a tensor per node.
+    Scalar(f64),
     Ready(Tensor),
     /// Boxed, so that a node stays as small as a tensor makes it (a rank-0 chain reads
     /// and writes every node).
@@ -152,6 +155,16 @@ pub(crate) enum Value {
     /// something needs it, or by `backward` from this node in the same pass as the
     /// gradients (see `fusion::backward`).
     Unsummed,
+}
+
+impl Value {
+    /// A laid-out value: a plain number if it is rank-0.
+    fn of(t: Tensor) -> Value {
+        match t.as_scalar() {
+            Some(x) => Value::Scalar(x),
+            None => Value::Ready(t),
+        }
+    }
 }
 
 /// What a pending node knows before its elements are computed.
@@ -182,7 +195,7 @@ impl Node {
         match &self.value {
             Value::Ready(t) => t.shape(),
             Value::Pending(p) => &p.shape,
-            Value::Unsummed => &[],
+            Value::Scalar(_) | Value::Unsummed => &[],
         }
     }
 
@@ -190,6 +203,7 @@ impl Node {
     #[inline]
     fn scalar(&self) -> Option<f64> {
         match &self.value {
+            Value::Scalar(x) => Some(*x),
             Value::Ready(t) => t.as_scalar(),
             _ => None,
         }
@@ -208,15 +222,18 @@ impl Node {
 pub(crate) fn value_of(nodes: &[Node], j: usize) -> Cow<'_, Tensor> {
     match &nodes[j].value {
         Value::Ready(t) => Cow::Borrowed(t),
+        Value::Scalar(x) => Cow::Owned(Tensor::scalar(*x)),
         Value::Pending(_) => Cow::Owned(fusion::evaluate(nodes, j)),
         Value::Unsummed => Cow::Owned(Tensor::scalar(unsummed_value(nodes, j))),
     }
 }
 
-/// Lay out node `j`'s value and keep it, if it is pending or unsummed.
+/// Lay out node `j`'s value and keep it, if it is pending or unsummed; a plain number
+/// becomes a rank-0 tensor, for the ops that take tensors.
 pub(crate) fn lay_out(nodes: &mut [Node], j: usize) {
     let value = match nodes[j].value {
         Value::Ready(_) => return,
+        Value::Scalar(x) => Tensor::scalar(x),
         Value::Pending(_) => fusion::evaluate(nodes, j),
         Value::Unsummed => Tensor::scalar(unsummed_value(nodes, j)),
     };
@@ -232,7 +249,7 @@ fn unsummed_value(nodes: &[Node], j: usize) -> f64 {
     let sum = match &nodes[a].value {
         Value::Pending(_) => fusion::sum(nodes, a),
         Value::Ready(t) => crate::tensor::pairwise_sum(t.data()),
-        Value::Unsummed => unreachable!("an op on an unsummed node sums it first"),
+        Value::Scalar(_) | Value::Unsummed => unreachable!("the input of a sum was pending"),
     };
     value_of_sum(sum, nodes[a].len())
 }
@@ -344,7 +361,7 @@ impl Tape {
     #[track_caller]
     pub fn var(&self, value: Tensor) -> Var<'_> {
         let mut nodes = self.record("var");
-        let value = Value::Ready(value);
+        let value = Value::of(value);
         self.vars.borrow_mut().push(nodes.len());
         self.append(&mut nodes, Kind::Var, SmallVec::new(), value, true)
     }
@@ -356,7 +373,7 @@ impl Tape {
     #[track_caller]
     pub fn constant(&self, value: Tensor) -> Var<'_> {
         let mut nodes = self.record("constant");
-        let value = Value::Ready(value);
+        let value = Value::of(value);
         self.append(&mut nodes, Kind::Constant, SmallVec::new(), value, false)
     }
 
@@ -384,13 +401,53 @@ impl Tape {
         };
         // Rank-0 operands of an elementwise op: its rule on plain numbers.
         let value = match scalar_operands(&nodes, &inputs).and_then(|x| op.forward_scalar(x)) {
-            Some(value) => Value::Ready(Tensor::scalar(value)),
+            Some(value) => Value::Scalar(value),
             None => match self.forward(&mut nodes, &*op, &inputs) {
                 Ok(value) => value,
                 Err(message) => panic!("tapegrad: {message} (at {})", Location::caller()),
             },
         };
         let tracked = inputs.iter().any(|&j| nodes[j].tracked);
+        self.append(&mut nodes, Kind::Op(op), inputs, value, tracked)
+    }
+
+    /// The values of `inputs` (one or two vars, the first of this tape) as plain numbers
+    /// (the second 0 for one input), and whether any is tracked; `None` unless every
+    /// input is a rank-0 number of this tape and the tape is not busy.
+    #[inline]
+    pub(crate) fn scalars(&self, inputs: &[Var<'_>]) -> Option<([f64; 2], bool)> {
+        let nodes = self.nodes.try_borrow().ok()?;
+        let scalar = |v: &Var<'_>| match nodes.get(v.index)?.value {
+            Value::Scalar(x) if std::ptr::eq(v.tape, self) => Some(x),
+            _ => None,
+        };
+        match inputs {
+            [a] => Some(([scalar(a)?, 0.0], nodes[a.index].tracked)),
+            [a, b] => {
+                let x = [scalar(a)?, scalar(b)?];
+                Some((x, nodes[a.index].tracked || nodes[b.index].tracked))
+            }
+            _ => None,
+        }
+    }
+
+    /// Record `op` on the rank-0 `inputs` (see [`Tape::scalars`]) with its `value`.
+    #[track_caller]
+    #[inline]
+    pub(crate) fn push_scalar(
+        &self,
+        op: Box<dyn Op>,
+        inputs: &[Var<'_>],
+        value: f64,
+        tracked: bool,
+    ) -> Var<'_> {
+        let mut nodes = self.record(op.name());
+        let inputs = match inputs {
+            [a] => SmallVec::from_buf_and_len([a.index, 0], 1),
+            [a, b] => SmallVec::from_buf([a.index, b.index]),
+            _ => unreachable!("rank-0 ops take one or two inputs"),
+        };
+        let value = Value::Scalar(value);
         self.append(&mut nodes, Kind::Op(op), inputs, value, tracked)
     }
 
@@ -620,8 +677,10 @@ impl<'t> Var<'t> {
     pub fn value(&self) -> Tensor {
         {
             let nodes = self.tape.read("value");
-            if let Value::Ready(t) = &nodes[self.index].value {
-                return t.clone();
+            match &nodes[self.index].value {
+                Value::Ready(t) => return t.clone(),
+                Value::Scalar(x) => return Tensor::scalar(*x),
+                _ => {}
             }
         }
         match self.tape.nodes.try_borrow_mut() {
@@ -644,6 +703,16 @@ impl<'t> Var<'t> {
     #[track_caller]
     pub(crate) fn is_tracked(&self) -> bool {
         self.tape.read("tracked")[self.index].tracked
+    }
+
+    /// [`Var::is_tracked`] of `a` and of `b`, with one look at the tape if they share it.
+    #[track_caller]
+    pub(crate) fn both_tracked(a: Var<'_>, b: Var<'_>) -> (bool, bool) {
+        if !std::ptr::eq(a.tape, b.tape) {
+            return (a.is_tracked(), b.is_tracked());
+        }
+        let nodes = a.tape.read("tracked");
+        (nodes[a.index].tracked, nodes[b.index].tracked)
     }
 
     /// Gradients of this one-element var with respect to every `Tape::var` leaf.
@@ -704,6 +773,23 @@ impl<'t> Var<'t> {
         let mut summed: SmallVec<[(usize, f64); 1]> = SmallVec::new();
         for i in (0..=root).rev() {
             let node = &nodes[i];
+            // A rank-0 node of rank-0 inputs (micrograd's workload): the op's rule on
+            // plain numbers.
+            if let (Value::Scalar(out), Slot::Scalar(u), Kind::Op(op)) =
+                (&node.value, &slots[i], &node.kind)
+            {
+                let inputs = node.inputs.as_slice();
+                let x = scalar_operands(&nodes, inputs);
+                if let Some(local) = x.and_then(|x| op.backward_scalar(x, *out, *u)) {
+                    slots[i] = Slot::Empty;
+                    for (&j, g) in inputs.iter().zip(local) {
+                        if nodes[j].tracked {
+                            slots[j].add_scalar(g);
+                        }
+                    }
+                    continue;
+                }
+            }
             // Leaves keep their slot (read below); a node with only constants behind it
             // has nobody to pass a gradient to.
             let Kind::Op(op) = &node.kind else { continue };

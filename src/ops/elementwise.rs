@@ -146,7 +146,7 @@ const SPLIT: u8 = 2;
 /// first if neither is tracked: nothing flows then), half to each if both are tracked.
 #[track_caller]
 fn tie_of(a: Var<'_>, b: Var<'_>) -> u8 {
-    match (a.is_tracked(), b.is_tracked()) {
+    match Var::both_tracked(a, b) {
         (true, true) => SPLIT,
         (true, false) => TO_SECOND,
         (false, _) => TO_FIRST,

@@ -55,7 +55,13 @@ struct Elementwise<R>(R);
 /// Record the elementwise op `rule` on `inputs` (one or two vars of one tape).
 #[track_caller]
 pub(crate) fn record<'t, R: PerElement>(rule: R, inputs: &[Var<'t>]) -> Var<'t> {
-    inputs[0].tape.push(Box::new(Elementwise(rule)), inputs)
+    let tape = inputs[0].tape;
+    // Rank-0 operands (micrograd's workload): the rule on plain numbers, no tensors.
+    if let Some(([a, b], tracked)) = tape.scalars(inputs) {
+        let value = rule.value(a, b);
+        return tape.push_scalar(Box::new(Elementwise(rule)), inputs, value, tracked);
+    }
+    tape.push(Box::new(Elementwise(rule)), inputs)
 }
 
 impl<R: PerElement> Op for Elementwise<R> {
