@@ -53,14 +53,14 @@ impl Var<'_> {
             if !reached[i] {
                 continue;
             }
-            let grad = match (&node.kind, grads) {
-                (Kind::Var, Some(g)) => g.leaf(self.tape, i),
+            let grad = match grads {
+                Some(g) if node.is_var() => g.leaf(self.tape, i),
                 _ => None,
             };
             let label = escape(&node_label(i, node, &node_preview(&nodes, i), grad));
             let style = match node.kind {
-                Kind::Var => "shape=ellipse, style=filled, fillcolor=\"#cfe2ff\"",
-                Kind::Constant => "shape=box, style=filled, fillcolor=\"#e9ecef\"",
+                Kind::Leaf if node.tracked => "shape=ellipse, style=filled, fillcolor=\"#cfe2ff\"",
+                Kind::Leaf => "shape=box, style=filled, fillcolor=\"#e9ecef\"",
                 Kind::Op(_) => "shape=box, style=rounded",
             };
             let root = if i == self.index {
@@ -108,7 +108,7 @@ fn reached_from(nodes: &[Node], root: usize) -> Vec<bool> {
 fn node_label(index: usize, node: &Node, value: &str, grad: Option<&Tensor>) -> String {
     let mut label = format!(
         "#{index} {}\nshape {:?}\nvalue {}",
-        node.kind.name(),
+        node.name(),
         node.shape(),
         value
     );
@@ -177,7 +177,7 @@ impl fmt::Display for Tape {
                 let inputs: Vec<String> = node.inputs.iter().map(usize::to_string).collect();
                 [
                     format!("#{i}"),
-                    node.kind.name().to_string(),
+                    node.name().to_string(),
                     format!("{:?}", node.shape()),
                     inputs.join(", "),
                     node_preview(&nodes, i),

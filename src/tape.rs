@@ -228,16 +228,14 @@ pub(crate) fn value_of(nodes: &[Node], j: usize) -> Cow<'_, Tensor> {
     }
 }
 
-/// Lay out node `j`'s value and keep it, if it is pending or unsummed; a plain number
-/// becomes a rank-0 tensor, for the ops that take tensors.
+/// Lay out node `j`'s value and keep it, if it is pending or unsummed.
 pub(crate) fn lay_out(nodes: &mut [Node], j: usize) {
     let value = match nodes[j].value {
-        Value::Ready(_) => return,
-        Value::Scalar(x) => Tensor::scalar(x),
-        Value::Pending(_) => fusion::evaluate(nodes, j),
-        Value::Unsummed => Tensor::scalar(unsummed_value(nodes, j)),
+        Value::Ready(_) | Value::Scalar(_) => return,
+        Value::Pending(_) => Value::Ready(fusion::evaluate(nodes, j)),
+        Value::Unsummed => Value::Scalar(unsummed_value(nodes, j)),
     };
-    nodes[j].value = Value::Ready(value);
+    nodes[j].value = value;
 }
 
 /// The value of the unsummed node `j` (`sum` or `mean` of one input): the input's
@@ -254,20 +252,27 @@ fn unsummed_value(nodes: &[Node], j: usize) -> f64 {
     value_of_sum(sum, nodes[a].len())
 }
 
+/// What made a node. One leaf kind for both leaves (a `Tape::var` is tracked, a
+/// `Tape::constant` is not) keeps this 16 bytes: a box has room for one more variant.
 pub(crate) enum Kind {
-    Var,
-    Constant,
+    Leaf,
     /// A box of a zero-sized op (most of them) does not allocate.
     Op(Box<dyn Op>),
 }
 
-impl Kind {
+impl Node {
+    /// `var`, `constant`, or the op's name.
     pub(crate) fn name(&self) -> &str {
-        match self {
-            Kind::Var => "var",
-            Kind::Constant => "constant",
+        match &self.kind {
+            Kind::Leaf if self.tracked => "var",
+            Kind::Leaf => "constant",
             Kind::Op(op) => op.name(),
         }
+    }
+
+    /// Whether this is a `Tape::var` leaf.
+    pub(crate) fn is_var(&self) -> bool {
+        matches!(self.kind, Kind::Leaf) && self.tracked
     }
 }
 
@@ -363,7 +368,7 @@ impl Tape {
         let mut nodes = self.record("var");
         let value = Value::of(value);
         self.vars.borrow_mut().push(nodes.len());
-        self.append(&mut nodes, Kind::Var, SmallVec::new(), value, true)
+        self.append(&mut nodes, Kind::Leaf, SmallVec::new(), value, true)
     }
 
     /// A leaf that is not differentiated (data, labels, fixed parameters).
@@ -374,7 +379,7 @@ impl Tape {
     pub fn constant(&self, value: Tensor) -> Var<'_> {
         let mut nodes = self.record("constant");
         let value = Value::of(value);
-        self.append(&mut nodes, Kind::Constant, SmallVec::new(), value, false)
+        self.append(&mut nodes, Kind::Leaf, SmallVec::new(), value, false)
     }
 
     /// Record `op` applied to `inputs`: the forward rule runs now, or, for an
@@ -441,7 +446,9 @@ impl Tape {
         value: f64,
         tracked: bool,
     ) -> Var<'_> {
-        let mut nodes = self.record(op.name());
+        let Ok(mut nodes) = self.nodes.try_borrow_mut() else {
+            busy(op.name())
+        };
         let inputs = match inputs {
             [a] => SmallVec::from_buf_and_len([a.index, 0], 1),
             [a, b] => SmallVec::from_buf([a.index, b.index]),
@@ -485,12 +492,17 @@ impl Tape {
         for &j in inputs {
             lay_out(nodes, j);
         }
+        // (a plain number as a rank-0 tensor, which holds it inline)
+        let value = |j: usize| value_of(nodes, j);
         let forward = match *inputs {
-            [a] => op.forward(&[nodes[a].ready()]),
-            [a, b] => op.forward(&[nodes[a].ready(), nodes[b].ready()]),
-            _ => op.forward(&inputs.iter().map(|&j| nodes[j].ready()).collect::<Vec<_>>()),
+            [a] => op.forward(&[&value(a)]),
+            [a, b] => op.forward(&[&value(a), &value(b)]),
+            _ => {
+                let owned: Vec<Cow<'_, Tensor>> = inputs.iter().map(|&j| value(j)).collect();
+                op.forward(&owned.iter().map(|v| &**v).collect::<Vec<_>>())
+            }
         };
-        forward.map(Value::Ready)
+        forward.map(Value::of)
     }
 
     /// The node list, to record a node named `what`.
@@ -686,7 +698,7 @@ impl<'t> Var<'t> {
         match self.tape.nodes.try_borrow_mut() {
             Ok(mut nodes) => {
                 lay_out(&mut nodes, self.index);
-                nodes[self.index].ready().clone()
+                value_of(&nodes, self.index).into_owned()
             }
             // Asked from a custom op's backward: computed, not kept.
             Err(_) => fusion::evaluate(&self.tape.read("value"), self.index),
@@ -893,7 +905,7 @@ impl<'t> Var<'t> {
             && let Ok(mut nodes) = self.tape.nodes.try_borrow_mut()
         {
             for (j, value) in summed {
-                nodes[j].value = Value::Ready(Tensor::scalar(value));
+                nodes[j].value = Value::Scalar(value);
             }
         }
         Gradients {
@@ -1030,7 +1042,8 @@ impl Gradients {
                 Location::caller()
             );
         }
-        let constant = matches!(var.tape.read("wrt")[var.index].kind, Kind::Constant);
+        let node = &var.tape.read("wrt")[var.index];
+        let constant = matches!(node.kind, Kind::Leaf) && !node.tracked;
         if constant {
             panic!(
                 "tapegrad: wrt: var #{} is a constant (Tape::constant) and has no gradient; \
@@ -1058,7 +1071,7 @@ impl fmt::Debug for Var<'_> {
             f,
             "Var(#{} {} {:?})",
             self.index,
-            node.kind.name(),
+            node.name(),
             value_of(&nodes, self.index)
         )
     }
