@@ -1701,6 +1701,8 @@ fn peeking_graph(tape: &'static Tape, n: usize) -> (Outcome, Vec<String>) {
     let w = tape.var(Tensor::scalar(0.5));
     let p = (x * 2.0).exp();
     let q = p.sin() + x * w;
+    // A mean nothing reads: unsummed on a fused tape while the tape is printed.
+    let s = (x * w + 1.0).mean();
     let seen = Rc::clone(&printed);
     let c = tape.custom(
         "peek",
@@ -1720,13 +1722,22 @@ fn peeking_graph(tape: &'static Tape, n: usize) -> (Outcome, Vec<String>) {
     let loss = (c * q).sum() + p.mean();
     let grads = loss.backward();
     let mut out = Outcome::default();
-    for (what, v) in [("x", x), ("p", p), ("q", q), ("c", c), ("loss", loss)] {
+    let printed_after = format!("{tape}");
+    for (what, v) in [
+        ("x", x),
+        ("p", p),
+        ("q", q),
+        ("c", c),
+        ("loss", loss),
+        ("s", s),
+    ] {
         out.value(what, v);
     }
     for (what, leaf) in [("x", x), ("w", w)] {
         out.grads.push((what.into(), grads.wrt(leaf).clone()));
     }
-    assert_eq!(printed.borrow().len(), 4, "the custom backward ran once");
+    printed.borrow_mut().push(printed_after);
+    assert_eq!(printed.borrow().len(), 5, "the custom backward ran once");
     let printed = printed.borrow().clone();
     (out, printed)
 }
