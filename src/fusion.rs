@@ -318,7 +318,8 @@ thread_local! {
 }
 
 /// Set the most threads that a fused pass started on this thread may use (1: none but
-/// this one). The default is the machine's available parallelism, at most 8.
+/// this one). The default is the environment variable `TAPEGRAD_THREADS` if it holds a
+/// positive number (read once), else the machine's available parallelism, at most 8.
 ///
 /// Only the passes over large fused regions split (see [Fusion](crate#fusion)): laying
 /// out, summing and the backward of regions of at least 2^18 elements, with at least
@@ -343,7 +344,8 @@ pub fn set_threads(threads: usize) {
 }
 
 /// The most threads a fused pass started on this thread may use: what [`set_threads`]
-/// set here, or the machine's available parallelism, at most 8.
+/// set here, or the default (`TAPEGRAD_THREADS`, else the machine's available
+/// parallelism, at most 8).
 pub fn threads() -> usize {
     let set = THREADS.with(Cell::get);
     if set > 0 {
@@ -351,8 +353,14 @@ pub fn threads() -> usize {
     }
     static DEFAULT: OnceLock<usize> = OnceLock::new();
     *DEFAULT.get_or_init(|| {
-        let available = std::thread::available_parallelism().map_or(1, |n| n.get());
-        available.min(MAX_THREADS)
+        let asked = std::env::var("TAPEGRAD_THREADS").ok();
+        match asked.and_then(|s| s.trim().parse::<usize>().ok()) {
+            Some(n) if n > 0 => n,
+            _ => {
+                let available = std::thread::available_parallelism().map_or(1, |n| n.get());
+                available.min(MAX_THREADS)
+            }
+        }
     })
 }
 

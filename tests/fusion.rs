@@ -1958,3 +1958,26 @@ fn the_hinge_split_among_threads_gives_the_same_bits() {
         assert!(d.is_none(), "{count} threads, value first: {d:?}");
     }
 }
+
+/// `TAPEGRAD_THREADS` sets the default count, read once per process: this test runs
+/// itself again in a child process with the variable set, where the child checks it.
+#[test]
+fn tapegrad_threads_sets_the_default_thread_count() {
+    const NAME: &str = "tapegrad_threads_sets_the_default_thread_count";
+    if let Ok(count) = std::env::var("TAPEGRAD_THREADS") {
+        assert_eq!(Some(threads()), count.trim().parse().ok());
+        return;
+    }
+    let exe = std::env::current_exe().expect("the test binary");
+    let child = std::process::Command::new(exe)
+        .args([NAME, "--exact", "--test-threads=1"])
+        .env("TAPEGRAD_THREADS", "3")
+        .output()
+        .expect("the test binary runs");
+    let stdout = String::from_utf8_lossy(&child.stdout);
+    assert!(child.status.success(), "{stdout}");
+    assert!(
+        stdout.contains("1 passed"),
+        "the child ran the test: {stdout}"
+    );
+}
