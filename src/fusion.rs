@@ -504,35 +504,16 @@ impl Sum {
 struct Part<'p> {
     base: Base,
     data: &'p mut [f64],
-    /// Whether a contribution has arrived in the current block.
-    started: bool,
 }
 
 impl Part<'_> {
-    /// Whether the next contribution in this block can be written straight into `data`
-    /// (nothing to add it to yet but, perhaps, a number added after: [`Part::landed`]).
-    fn fresh(&self) -> bool {
-        !self.started && !matches!(self.base, Base::Full)
-    }
-
-    /// A contribution was written straight into `data[lo..hi]`.
+    /// The block's first contribution was written straight into `data[lo..hi]`: add
+    /// what the slot held, if it was one number (an empty slot adds nothing: adding 0
+    /// would turn -0 into +0).
     fn landed(&mut self, lo: usize, hi: usize) {
         if let Base::Scalar(s) = self.base {
             self.data[lo..hi].iter_mut().for_each(|x| *x += s);
         }
-        self.started = true;
-    }
-
-    /// Add a contribution `c` for the block starting at `lo`: the first one of an empty
-    /// slot is copied (not added to 0, which would turn -0 into +0).
-    fn add(&mut self, lo: usize, c: &[f64]) {
-        let hi = lo + c.len();
-        if self.fresh() {
-            self.data[lo..hi].copy_from_slice(c);
-            return self.landed(lo, hi);
-        }
-        self.started = true;
-        add_into(&mut self.data[lo..hi], c);
     }
 }
 
@@ -568,15 +549,45 @@ enum Target {
     Input(usize),
 }
 
-/// How one operand's contribution is written over a block.
+/// How one operand's contribution is written over a block: the same for every block,
+/// since each block runs the same ops in the same order ([`plans`]).
 #[derive(Clone, Copy)]
 enum Plan {
     /// Not wanted (an untracked operand, or a one-input op's second).
     Skip,
-    /// Straight into the target, which has nothing to add it to.
+    /// Straight into the target, which has nothing in it yet in the block (nor a
+    /// laid-out gradient from before the region).
     Direct(Target),
     /// Into scratch, then added to the target.
     Add(Target),
+}
+
+/// The plan of each operand of each region node (by position in the region): straight
+/// into a target that has nothing in it yet, else via scratch (so the second operand
+/// of `x * x` adds to what the first wrote). `full[x]` tells whether sum `x` starts
+/// from a laid-out gradient.
+fn plans(targets: &[[Option<Target>; 2]], full: &[bool]) -> Vec<[Plan; 2]> {
+    // The top's gradient is its upstream, there from the start.
+    let mut filled = vec![false; targets.len()];
+    filled[0] = true;
+    let mut started = full.to_vec();
+    let mut plans = Vec::with_capacity(targets.len());
+    for target in targets {
+        let mut plan = [Plan::Skip; 2];
+        for k in 0..2 {
+            let Some(t) = target[k] else { continue };
+            let seen = match t {
+                Target::Region(q) => std::mem::replace(&mut filled[q], true),
+                Target::Input(x) => std::mem::replace(&mut started[x], true),
+            };
+            plan[k] = match seen {
+                false => Plan::Direct(t),
+                true => Plan::Add(t),
+            };
+        }
+        plans.push(plan);
+    }
+    plans
 }
 
 /// The backward of the region whose top is the pending node `top`, whose slot holds
@@ -747,10 +758,11 @@ pub(crate) fn backward(
     }
 
     // The pass, in parts (one per thread), each writing its part of every sum.
+    let full: Vec<bool> = sums.iter().map(|s| matches!(s.base, Base::Full)).collect();
     let pass = Pass {
         program,
         steps,
-        targets,
+        plans: plans(&targets, &full),
         needed,
         upstream,
         want_sum,
@@ -759,11 +771,9 @@ pub(crate) fn backward(
     let mut views: Vec<Vec<Part<'_>>> = parts.iter().map(|_| Vec::new()).collect();
     for sum in sums.iter_mut() {
         for (view, data) in views.iter_mut().zip(cut(&mut sum.data, &parts)) {
-            let (base, started) = (sum.base, false);
             view.push(Part {
-                base,
+                base: sum.base,
                 data,
-                started,
             });
         }
     }
@@ -801,8 +811,8 @@ struct Pass<'a> {
     program: Program<'a>,
     /// The step of each region node, by its position in the region (the top first).
     steps: Vec<usize>,
-    /// Where each operand of each region node sends its gradient.
-    targets: Vec<[Option<Target>; 2]>,
+    /// Where and how each operand of each region node sends its gradient.
+    plans: Vec<[Plan; 2]>,
     /// The steps whose values the pass computes.
     needed: Vec<bool>,
     /// The top's gradient: one number, or one per element.
@@ -819,11 +829,9 @@ impl Pass<'_> {
     fn part(&self, start: usize, end: usize, sums: &mut [Part<'_>]) -> f64 {
         let count = self.steps.len();
         let mut registers = self.program.registers();
-        // Gradient registers of the region's nodes (by position in the region), whether
-        // each has received a contribution in this block, and scratch for one op's
-        // contributions.
+        // Gradient registers of the region's nodes (by position in the region), and
+        // scratch for one op's contributions.
         let mut grads: Vec<Vec<f64>> = (0..count).map(|_| vec![0.0; BLOCK]).collect();
-        let mut filled = vec![false; count];
         let mut scratch = vec![0.0; 2 * BLOCK];
         let mut block = |lo: usize, hi: usize| -> f64 {
             let (len, at_part) = (hi - lo, lo - start);
@@ -832,30 +840,8 @@ impl Pass<'_> {
                 true => pairwise(register(&registers, self.steps[0], len)),
                 false => 0.0,
             };
-            filled.fill(false);
-            sums.iter_mut().for_each(|s| s.started = false);
-            filled[0] = true;
-            for at in 0..count {
+            for (at, &plan) in self.plans.iter().enumerate() {
                 let s = self.steps[at];
-                // Plan both operands: straight into a target with nothing in it yet,
-                // else via scratch (so the second operand of `x * x` adds to what the
-                // first wrote).
-                let mut plan = [Plan::Skip; 2];
-                for k in 0..2 {
-                    let Some(t) = self.targets[at][k] else {
-                        continue;
-                    };
-                    let fresh = match t {
-                        Target::Region(q) => !filled[q],
-                        Target::Input(x) => sums[x].fresh(),
-                    };
-                    let again = k == 1 && matches!(plan[0], Plan::Direct(t0) if t0 == t);
-                    plan[k] = if fresh && !again {
-                        Plan::Direct(t)
-                    } else {
-                        Plan::Add(t)
-                    };
-                }
                 // Direct targets are moved out for the call (no copy), and back after.
                 let mut region: [Vec<f64>; 2] = Default::default();
                 let mut input: [&mut [f64]; 2] = Default::default();
@@ -889,26 +875,17 @@ impl Pass<'_> {
                     self.program.steps[s].block.backward_block(a, b, out, up, g);
                 }
                 for (k, (region, input)) in region.into_iter().zip(input).enumerate() {
+                    let c = &scratch[k * BLOCK..k * BLOCK + len];
                     match plan[k] {
                         Plan::Skip => {}
-                        Plan::Direct(Target::Region(q)) => {
-                            grads[q] = region;
-                            filled[q] = true;
-                        }
+                        Plan::Direct(Target::Region(q)) => grads[q] = region,
                         Plan::Direct(Target::Input(x)) => {
                             sums[x].data = input;
                             sums[x].landed(at_part, at_part + len);
                         }
-                        Plan::Add(t) => {
-                            let c = &scratch[k * BLOCK..k * BLOCK + len];
-                            match t {
-                                Target::Region(q) if filled[q] => add_into(&mut grads[q][..len], c),
-                                Target::Region(q) => {
-                                    grads[q][..len].copy_from_slice(c);
-                                    filled[q] = true;
-                                }
-                                Target::Input(x) => sums[x].add(at_part, c),
-                            }
+                        Plan::Add(Target::Region(q)) => add_into(&mut grads[q][..len], c),
+                        Plan::Add(Target::Input(x)) => {
+                            add_into(&mut sums[x].data[at_part..at_part + len], c)
                         }
                     }
                 }
