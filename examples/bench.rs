@@ -9,8 +9,10 @@
 //! ```
 //!
 //! What it measures:
-//! - `hinge_tape`: build the hinge loss on a fresh tape, `backward`, read the gradient:
-//!   what a user of the tape does. Its baseline `hinge_fused` is one hand-written,
+//! - `hinge_tape`: build the hinge loss on a fresh tape, `backward`, read the gradient
+//!   and the loss: what a user of the tape does. From 2^19 elements the tape fuses the
+//!   chain, computes the loss in the gradients' pass, and splits that pass between the
+//!   threads (`tapegrad::threads()`, printed first). Its baseline `hinge_fused` is one hand-written,
 //!   branch-free, vectorized loop computing the loss and the np.where gradient together
 //!   and returning a new gradient vector, as the tape does; `hinge_fused_into` is the
 //!   same loop writing into a buffer the caller reuses: the pure cost of the arithmetic
@@ -31,15 +33,19 @@
 //! - `hinge_tape_value_first`: `hinge_tape` reading the loss before `backward` (the
 //!   bench's `hinge_tape` calls `backward` first): where the tape fuses, the value then
 //!   takes a pass over the inputs of its own.
+//! - `hinge_tape_one_thread`: `hinge_tape` after `tapegrad::set_threads(1)`, as the
+//!   hand-fused loops run.
 //! - `scalar_chain_reverse_crate`: the same chain on the `reverse` crate's scalar tape,
 //!   compared per step (it records two nodes per step, tapegrad three).
 //!
-//! Why the tape is slower than the fused loop: a fused region runs each op as one pass
-//! over a block's registers (in L1), where the compiled loop keeps every value in CPU
-//! registers, and the backward recomputes the region's values; below 2^19 elements each
-//! op streams whole arrays, which then stay in cache. A rank-0 node carries an n-d
-//! tensor (shape and data), its op and its inputs, and recording, sweeping and clearing
-//! the tape each stream that memory once; the op is a trait object called per node.
+//! Why the tape is slower than the fused loop on one thread: a fused region runs each
+//! op as one pass over a block's registers (in L1), where the compiled loop keeps every
+//! value in CPU registers (the hinge's pass runs seven such passes: three ops forward,
+//! their sum, three backward); below 2^19 elements each op streams whole arrays, which
+//! then stay in cache. The hand-fused loops here run on one thread. A rank-0 node is an
+//! 88-byte record (its op, inputs, value, whether it is tracked) that recording,
+//! sweeping and clearing the tape each stream through memory; the op is a trait object
+//! called per node.
 //!
 //! Peers are not part of this program (CI needs no Python):
 //! `examples/peers/hinge_peers.py` times numpy (the seed's `hinge_forward` and its
@@ -272,6 +278,10 @@ fn main() {
         &[1_000, 10_000, 100_000, 1_000_000, 10_000_000]
     };
     println!("tapegrad bench: medians after warm-up, one process, release build");
+    println!(
+        "threads for fused passes: {} (tapegrad::set_threads, TAPEGRAD_THREADS)",
+        tapegrad::threads()
+    );
     println!();
 
     // Memory first, while nothing has been allocated yet: everything the run allocates
@@ -293,7 +303,7 @@ fn main() {
     println!();
 
     println!(
-        "{:>10}  {:>12}  {:>12}  {:>7}  {:>16}  {:>7}  {:>12}  {:>12}",
+        "{:>10}  {:>12}  {:>12}  {:>7}  {:>16}  {:>7}  {:>12}  {:>12}  {:>12}",
         "N",
         "hinge_tape",
         "hinge_fused",
@@ -301,7 +311,8 @@ fn main() {
         "hinge_fused_into",
         "ratio",
         "unfused tape",
-        "value first"
+        "value first",
+        "one thread"
     );
     let mut lines = Vec::new();
     for &n in sizes {
@@ -327,9 +338,13 @@ fn main() {
         let tape = median_ms(reps, warm, || hinge_tape(&pred, &target));
         let unfused = median_ms(reps, warm, || hinge_on(Tape::unfused(), &pred, &target));
         let value_first = median_ms(reps, warm, || hinge_value_first(&pred, &target));
+        let threads = tapegrad::threads();
+        tapegrad::set_threads(1);
+        let one_thread = median_ms(reps, warm, || hinge_tape(&pred, &target));
+        tapegrad::set_threads(threads);
         println!(
             "{:>10}  {:>9.4} ms  {:>9.4} ms  {:>6.2}x  {:>13.4} ms  {:>6.2}x  {:>9.4} ms  \
-             {:>9.4} ms",
+             {:>9.4} ms  {:>9.4} ms",
             n,
             tape,
             fused,
@@ -337,16 +352,14 @@ fn main() {
             into,
             tape / into,
             unfused,
-            value_first
+            value_first,
+            one_thread
         );
         lines.push(("hinge_tape", n, tape, tape / fused));
         lines.push(("hinge_tape_unfused", n, unfused, unfused / fused));
-        lines.push((
-            "hinge_tape_value_first",
-            n,
-            value_first,
-            value_first / fused,
-        ));
+        let first = value_first / fused;
+        lines.push(("hinge_tape_value_first", n, value_first, first));
+        lines.push(("hinge_tape_one_thread", n, one_thread, one_thread / fused));
         lines.push(("hinge_fused", n, fused, 1.0));
         lines.push(("hinge_fused_into", n, into, into / fused));
     }
