@@ -9,13 +9,19 @@
 //! - a non-elementwise op, a true broadcast, a pending operand of another shape (`[n]`
 //!   into `[1, n]`), a cone past [`MAX_CONE`], or `value()` lays the node out (and keeps
 //!   it); `Display`, `to_dot` and `Debug` compute a preview or a copy, not kept;
-//! - `sum` and `mean` of a pending node sum it block by block ([`sum`]), with the same
+//! - `sum` and `mean` of a pending node are recorded *unsummed* (`Value::Unsummed`):
+//!   when something needs them they sum it block by block ([`sum`]), with the same
 //!   pairwise blocking as [`crate::pairwise_sum`], so nothing is laid out;
 //! - `backward` reaching a pending node runs the backward of its *region* (the pending
 //!   nodes below it all of whose uses are in the region) in one pass ([`backward`]): per
 //!   block of [`BLOCK`] elements it recomputes the values the rules read, then applies
 //!   each op's per-element backward rule in reverse order, and writes only the
-//!   gradients of the region's inputs.
+//!   gradients of the region's inputs. A `backward` started from an unsummed node has
+//!   that pass sum the region's top too, its blocks following the pairwise recursion.
+//!
+//! A pass over a region of at least 2^18 elements is cut into parts where the pairwise
+//! recursion splits, one per thread ([`set_threads`]), each writing its own range of
+//! the gradients; the parts' sums are combined as the recursion combines them.
 //!
 //! Both directions run the ops' own per-element rules (`PerElement` in `ops/mod.rs`
 //! through `Op::forward_block` and `Op::backward_block`), and every gradient is summed
@@ -211,6 +217,7 @@ fn lane<'r>(source: Source<'r>, registers: &'r [f64], lo: usize, hi: usize) -> L
 /// The elements of pending node `j`, laid out (the forward of its region, block by
 /// block, keeping only `j`'s values).
 pub(crate) fn evaluate(nodes: &[Node], j: usize) -> Tensor {
+    debug_assert!(nodes[j].is_pending(), "only a pending node is evaluated");
     let cone = cone(nodes, j);
     let program = Program::new(nodes, &cone);
     let top = cone.len() - 1;
@@ -233,6 +240,7 @@ pub(crate) fn evaluate(nodes: &[Node], j: usize) -> Tensor {
 /// The first `count` (at most [`BLOCK`]) elements of pending node `j`: one block of its
 /// cone, for a preview that need not compute the rest.
 pub(crate) fn first(nodes: &[Node], j: usize, count: usize) -> Vec<f64> {
+    debug_assert!(nodes[j].is_pending(), "only a pending node is previewed");
     let cone = cone(nodes, j);
     let program = Program::new(nodes, &cone);
     let mut registers = program.registers();
@@ -244,6 +252,10 @@ pub(crate) fn first(nodes: &[Node], j: usize, count: usize) -> Vec<f64> {
 /// `pairwise_sum` of pending node `j`'s elements without laying them out (see
 /// [`pairwise_blocks`]), so the result is the same to the bit.
 pub(crate) fn sum(nodes: &[Node], j: usize) -> f64 {
+    debug_assert!(
+        nodes[j].is_pending(),
+        "only a pending node is summed block by block"
+    );
     let cone = cone(nodes, j);
     let program = Program::new(nodes, &cone);
     let top = cone.len() - 1;
@@ -318,8 +330,9 @@ thread_local! {
 }
 
 /// Set the most threads that a fused pass started on this thread may use (1: none but
-/// this one). The default is the environment variable `TAPEGRAD_THREADS` if it holds a
-/// positive number (read once), else the machine's available parallelism, at most 8.
+/// this one; 0: back to the default). The default is the environment variable
+/// `TAPEGRAD_THREADS` if it holds a positive number (read once), else the machine's
+/// available parallelism, at most 8.
 ///
 /// Only the passes over large fused regions split (see [Fusion](crate#fusion)): laying
 /// out, summing and the backward of regions of at least 2^18 elements, with at least
@@ -338,9 +351,11 @@ thread_local! {
 /// let grads = loss.backward();
 /// assert_eq!(loss.value().item(), 0.25);
 /// assert_eq!(grads.wrt(x).data()[0], 1.0 / (1 << 20) as f64);
+/// set_threads(0); // the default again
+/// assert!(threads() >= 1);
 /// ```
 pub fn set_threads(threads: usize) {
-    THREADS.with(|t| t.set(threads.max(1)));
+    THREADS.with(|t| t.set(threads));
 }
 
 /// The most threads a fused pass started on this thread may use: what [`set_threads`]

@@ -179,11 +179,12 @@ pub(crate) struct Pending {
 }
 
 impl Node {
-    /// The laid-out value; only for a node that is not pending.
+    /// The value as a tensor; only for a node that holds one (not a plain number, nor
+    /// pending or unsummed).
     pub(crate) fn ready(&self) -> &Tensor {
         match &self.value {
             Value::Ready(t) => t,
-            _ => unreachable!("the value of a pending node was read"),
+            _ => unreachable!("a node that holds no tensor was read as one"),
         }
     }
 
@@ -701,7 +702,7 @@ impl<'t> Var<'t> {
                 value_of(&nodes, self.index).into_owned()
             }
             // Asked from a custom op's backward: computed, not kept.
-            Err(_) => fusion::evaluate(&self.tape.read("value"), self.index),
+            Err(_) => value_of(&self.tape.read("value"), self.index).into_owned(),
         }
     }
 
