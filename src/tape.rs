@@ -114,7 +114,9 @@ pub(crate) type InputGrads = SmallVec<[Option<Tensor>; 2]>;
 /// mutates it through a shared `&Tape` (every [`Var`] holds one) without a lock, which
 /// keeps each op cheap. To check gradients from several threads, give each thread its
 /// own tape; [`Tensor`] and [`Gradients`] are `Send + Sync`, so inputs and results move
-/// freely between threads.
+/// freely between threads. (A pass over a large fused chain may itself run on helper
+/// threads, which finish before the call that started it returns: see
+/// [`crate::set_threads`].)
 pub struct Tape {
     pub(crate) nodes: RefCell<Vec<Node>>,
     /// One gradient slot per node during a sweep; kept between sweeps (empty) so a
