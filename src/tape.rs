@@ -38,11 +38,6 @@ pub(crate) trait Op {
         upstream: Tensor,
         tracked: &[bool],
     ) -> InputGrads;
-    /// The forward rule on rank-0 operands as plain numbers (the second is 0 for one
-    /// input), for the elementwise ops: the same value as `forward`, without tensors.
-    fn forward_scalar(&self, _inputs: [f64; 2]) -> Option<f64> {
-        None
-    }
     /// The backward rule on rank-0 operands as plain numbers: the gradients of the (up
     /// to two) inputs, `upstream` already applied.
     fn backward_scalar(&self, _inputs: [f64; 2], _out: f64, _upstream: f64) -> Option<[f64; 2]> {
@@ -202,12 +197,12 @@ impl Node {
         }
     }
 
-    /// The value as a plain number, if it is rank-0.
+    /// The value as a plain number, if it is rank-0 (a rank-0 value is always kept as
+    /// one: `Value::of`).
     #[inline]
     fn scalar(&self) -> Option<f64> {
-        match &self.value {
-            Value::Scalar(x) => Some(*x),
-            Value::Ready(t) => t.as_scalar(),
+        match self.value {
+            Value::Scalar(x) => Some(x),
             _ => None,
         }
     }
@@ -407,13 +402,10 @@ impl Tape {
             [a, b] => SmallVec::from_buf([a.index, b.index]),
             _ => inputs.iter().map(|v| v.index).collect(),
         };
-        // Rank-0 operands of an elementwise op: its rule on plain numbers.
-        let value = match scalar_operands(&nodes, &inputs).and_then(|x| op.forward_scalar(x)) {
-            Some(value) => Value::Scalar(value),
-            None => match self.forward(&mut nodes, &*op, &inputs) {
-                Ok(value) => value,
-                Err(message) => panic!("tapegrad: {message} (at {})", Location::caller()),
-            },
+        // (an elementwise op on rank-0 numbers took `ops::record`'s path instead)
+        let value = match self.forward(&mut nodes, &*op, &inputs) {
+            Ok(value) => value,
+            Err(message) => panic!("tapegrad: {message} (at {})", Location::caller()),
         };
         let tracked = inputs.iter().any(|&j| nodes[j].tracked);
         self.append(&mut nodes, Kind::Op(op), inputs, value, tracked)
@@ -831,18 +823,6 @@ impl<'t> Var<'t> {
             }
             let upstream = std::mem::take(&mut slots[i]);
             let inputs = node.inputs.as_slice();
-            // A rank-0 node of rank-0 inputs: the op's rule on plain numbers.
-            if let (Slot::Scalar(u), Some(out)) = (&upstream, node.scalar()) {
-                let x = scalar_operands(&nodes, inputs);
-                if let Some(local) = x.and_then(|x| op.backward_scalar(x, out, *u)) {
-                    for (&j, g) in inputs.iter().zip(local) {
-                        if nodes[j].tracked {
-                            slots[j].add_scalar(g);
-                        }
-                    }
-                    continue;
-                }
-            }
             // `sum` or `mean` of a pending node: its gradient without its elements.
             if let ([a], Slot::Scalar(u)) = (inputs, &upstream) {
                 let a = *a;
@@ -920,7 +900,7 @@ impl<'t> Var<'t> {
 }
 
 /// The operands of a one- or two-input node as plain numbers, if all are rank-0 (the
-/// second is 0 for one input): what `Op::forward_scalar` and `Op::backward_scalar` take.
+/// second is 0 for one input): what `Op::backward_scalar` takes.
 #[inline(always)]
 fn scalar_operands(nodes: &[Node], inputs: &[usize]) -> Option<[f64; 2]> {
     let scalar = |j: usize| nodes[j].scalar();
