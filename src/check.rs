@@ -7,9 +7,9 @@
 //! This is the one description of the method; the functions link here.
 //!
 //! For each element (or direction) `f` is evaluated on a stencil `x + k h`, k = -2..=2,
-//! first with `h0 = 2^round(log2(cbrt(eps) max(1, |x_i|)))` (7.6e-6 for `|x_i| <= 1`; a power of two, so `x_i + k h` is exact), then with the step halved
-//! again and again, at most 12 times (each halving reuses two of the four evaluations).
-//! At each step:
+//! first with `h0 = 2^round(log2(cbrt(eps) max(1, |x_i|)))` (7.6e-6 for `|x_i| <= 1`;
+//! a power of two, so `x_i + k h` is exact), then with the step halved again and again,
+//! at most 12 times (each halving reuses two of the four evaluations). At each step:
 //! - the fourth-order central difference `(8 (f(x+h) - f(x-h)) - (f(x+2h) - f(x-2h))) / 12h`
 //!   estimates the derivative (truncation error `O(h^4)`);
 //! - the second-order one-sided slopes `(4 f(x+h) - f(x+2h) - 3 f(x)) / 2h` and its mirror
@@ -496,14 +496,12 @@ fn probe(f0: f64, h0: f64, tol: Tolerance, mut at: impl FnMut(f64) -> f64) -> Ve
                     };
                 }
                 previous = Some(s);
+                kinked.clear();
             } else {
                 previous = None;
                 let lo = s.left.min(s.right).min(s.left1).min(s.right1);
                 let hi = s.left.max(s.right).max(s.left1).max(s.right1);
                 kinked.push((lo, hi, s.slack));
-            }
-            if s.smooth() {
-                kinked.clear();
             }
             last = Some(s);
         }
@@ -820,11 +818,10 @@ fn value_and_grads(
     // Seeded with 2 and halved (both exact): a hand-written backward that ignores its
     // upstream gives twice the truth here, so it cannot pass as the root of `f`.
     let grads = y.backward_with(Tensor::full(&y.shape(), 2.0));
-    let halved = |g: &Tensor| {
-        let half = g.data().iter().map(|v| v * 0.5).collect();
-        Tensor::new(half, g.shape()).expect("the same shape")
-    };
-    (value, x.iter().map(|&v| halved(grads.wrt(v))).collect())
+    (
+        value,
+        x.iter().map(|&v| grads.wrt(v).map(|g| g * 0.5)).collect(),
+    )
 }
 
 #[track_caller]
