@@ -6,7 +6,7 @@
 //! a table, for a quick look in a terminal.
 
 use crate::fusion;
-use crate::tape::{Gradients, Kind, Node, Tape, Value, Var, value_of};
+use crate::tape::{Gradients, Nodes, Tape, Var, View, value_of};
 use crate::tensor::{Tensor, write_preview, write_preview_of};
 use std::fmt::{self, Write};
 
@@ -49,19 +49,17 @@ impl Var<'_> {
         out.push_str("digraph tapegrad {\n");
         out.push_str("  node [fontname=\"monospace\", fontsize=10];\n");
         out.push_str("  edge [fontname=\"monospace\", fontsize=9];\n");
-        for (i, node) in nodes.iter().enumerate().take(self.index + 1) {
-            if !reached[i] {
-                continue;
-            }
+        // (`reached` has `self.index + 1` entries)
+        for (i, _) in reached.iter().enumerate().filter(|(_, r)| **r) {
             let grad = match grads {
-                Some(g) if node.is_var() => g.leaf(self.tape, i),
+                Some(g) if nodes.is_var(i) => g.leaf(self.tape, i),
                 _ => None,
             };
-            let label = escape(&node_label(i, node, &node_preview(&nodes, i), grad));
-            let style = match node.kind {
-                Kind::Leaf if node.tracked => "shape=ellipse, style=filled, fillcolor=\"#cfe2ff\"",
-                Kind::Leaf => "shape=box, style=filled, fillcolor=\"#e9ecef\"",
-                Kind::Op(_) => "shape=box, style=rounded",
+            let label = escape(&node_label(&nodes, i, &node_preview(&nodes, i), grad));
+            let style = match (nodes.is_leaf(i), nodes[i].tracked) {
+                (true, true) => "shape=ellipse, style=filled, fillcolor=\"#cfe2ff\"",
+                (true, false) => "shape=box, style=filled, fillcolor=\"#e9ecef\"",
+                (false, _) => "shape=box, style=rounded",
             };
             let root = if i == self.index {
                 ", peripheries=2"
@@ -71,12 +69,9 @@ impl Var<'_> {
             // Writing to a String cannot fail.
             let _ = writeln!(out, "  n{i} [label=\"{label}\", {style}{root}];");
         }
-        for (i, node) in nodes.iter().enumerate().take(self.index + 1) {
-            if !reached[i] {
-                continue;
-            }
-            let several = node.inputs.len() > 1;
-            for (position, &j) in node.inputs.iter().enumerate() {
+        for (i, _) in reached.iter().enumerate().filter(|(_, r)| **r) {
+            let several = nodes.inputs(i).len() > 1;
+            for (position, &j) in nodes.inputs(i).iter().enumerate() {
                 if several {
                     let _ = writeln!(out, "  n{j} -> n{i} [label=\"{position}\"];");
                 } else {
@@ -91,7 +86,7 @@ impl Var<'_> {
 
 /// `reached[i]`: whether node `i` is `root` or an input of a reached node. Iterative (an
 /// explicit stack), so a long chain of ops cannot overflow the call stack.
-fn reached_from(nodes: &[Node], root: usize) -> Vec<bool> {
+fn reached_from(nodes: &Nodes, root: usize) -> Vec<bool> {
     let mut reached = vec![false; root + 1];
     let mut stack = vec![root];
     while let Some(i) = stack.pop() {
@@ -99,17 +94,17 @@ fn reached_from(nodes: &[Node], root: usize) -> Vec<bool> {
             continue;
         }
         reached[i] = true;
-        stack.extend(nodes[i].inputs.iter().copied().filter(|&j| !reached[j]));
+        stack.extend(nodes.inputs(i).iter().copied().filter(|&j| !reached[j]));
     }
     reached
 }
 
 /// `#3 mul` / `shape [4]` / `value [...]` (/ `grad [...]`), lines joined by `\n`.
-fn node_label(index: usize, node: &Node, value: &str, grad: Option<&Tensor>) -> String {
+fn node_label(nodes: &Nodes, index: usize, value: &str, grad: Option<&Tensor>) -> String {
     let mut label = format!(
         "#{index} {}\nshape {:?}\nvalue {}",
-        node.name(),
-        node.shape(),
+        nodes.name(index),
+        nodes.shape(index),
         value
     );
     if let Some(g) = grad {
@@ -120,16 +115,16 @@ fn node_label(index: usize, node: &Node, value: &str, grad: Option<&Tensor>) -> 
 
 /// [`preview`] of node `i`'s value; of a pending node, only the elements shown are
 /// computed.
-fn node_preview(nodes: &[Node], i: usize) -> String {
-    match &nodes[i].value {
-        Value::Ready(t) => preview(t.data()),
-        Value::Scalar(x) => preview(&[*x]),
-        Value::Pending(p) => {
+fn node_preview(nodes: &Nodes, i: usize) -> String {
+    match nodes.value(i) {
+        View::Ready(t) => preview(t.data()),
+        View::Scalar(x) => preview(&[x]),
+        View::Pending(p) => {
             let mut s = String::new();
             let _ = write_preview_of(&mut s, &fusion::first(nodes, i, SHOWN), p.len, SHOWN);
             s
         }
-        Value::Unsummed => preview(value_of(nodes, i).data()),
+        View::Unsummed => preview(value_of(nodes, i).data()),
     }
 }
 
@@ -170,15 +165,13 @@ impl fmt::Display for Tape {
     /// ```
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let nodes = self.nodes.borrow();
-        let rows: Vec<[String; 5]> = nodes
-            .iter()
-            .enumerate()
-            .map(|(i, node)| {
-                let inputs: Vec<String> = node.inputs.iter().map(usize::to_string).collect();
+        let rows: Vec<[String; 5]> = (0..nodes.len())
+            .map(|i| {
+                let inputs: Vec<String> = nodes.inputs(i).iter().map(usize::to_string).collect();
                 [
                     format!("#{i}"),
-                    node.name().to_string(),
-                    format!("{:?}", node.shape()),
+                    nodes.name(i).to_string(),
+                    format!("{:?}", nodes.shape(i)),
                     inputs.join(", "),
                     node_preview(&nodes, i),
                 ]

@@ -32,7 +32,7 @@
 //! top), the sweep takes the region's top node alone, as the unfused engine does, and
 //! fuses what lies below.
 
-use crate::tape::{Block, Kind, Lane, Node, Pending, Slot, Value, lay_out};
+use crate::tape::{Block, Lane, Nodes, Pending, Slots, Value, View, lay_out};
 use crate::tensor::{
     Shape, Tensor, broadcast_shapes, buffer, data_from_vec, numel, overwritable, pairwise, sum_to,
 };
@@ -56,24 +56,24 @@ pub(crate) const MAX_CONE: usize = 32;
 /// operands are each one element or as long as its output (no broadcast but a
 /// scalar's), pending ones of its exact shape (those of another shape are laid out),
 /// and the cone stays within [`MAX_CONE`] (else the pending operands are laid out).
-pub(crate) fn defer(nodes: &mut [Node], inputs: &[usize], from: usize) -> Option<Value> {
+pub(crate) fn defer(nodes: &mut Nodes, inputs: &[usize], from: usize) -> Option<Value> {
     let shape: Shape = match *inputs {
-        [a] => nodes[a].shape().into(),
-        [a, b] => broadcast_shapes(nodes[a].shape(), nodes[b].shape())?,
+        [a] => nodes.shape(a).into(),
+        [a, b] => broadcast_shapes(nodes.shape(a), nodes.shape(b))?,
         _ => return None,
     };
     let len = numel(&shape)?;
     if len < from.max(2)
         || inputs
             .iter()
-            .any(|&j| nodes[j].len() != 1 && nodes[j].len() != len)
+            .any(|&j| nodes.numel(j) != 1 && nodes.numel(j) != len)
     {
         return None;
     }
     let mut size = 1;
     for &j in inputs {
-        match nodes[j].value {
-            Value::Pending(ref p) if p.shape == shape => size += p.size,
+        match nodes.value(j) {
+            View::Pending(p) if p.shape == shape => size += p.size,
             _ => lay_out(nodes, j),
         }
     }
@@ -91,15 +91,15 @@ pub(crate) fn defer(nodes: &mut [Node], inputs: &[usize], from: usize) -> Option
 
 /// The pending nodes that `root` depends on through pending nodes, itself included, in
 /// ascending order (a topological order).
-pub(crate) fn cone(nodes: &[Node], root: usize) -> Vec<usize> {
+pub(crate) fn cone(nodes: &Nodes, root: usize) -> Vec<usize> {
     let mut found: Vec<usize> = Vec::new();
     let mut stack = vec![root];
     while let Some(j) = stack.pop() {
-        if found.contains(&j) || !nodes[j].is_pending() {
+        if found.contains(&j) || !nodes.is_pending(j) {
             continue;
         }
         found.push(j);
-        stack.extend(nodes[j].inputs.iter().copied());
+        stack.extend(nodes.inputs(j).iter().copied());
     }
     found.sort_unstable();
     found
@@ -132,12 +132,12 @@ pub(crate) struct Program<'a> {
 impl<'a> Program<'a> {
     /// The program computing the pending nodes `cone` (ascending, closed under pending
     /// operands, as [`cone`] returns them).
-    pub(crate) fn new(nodes: &'a [Node], cone: &[usize]) -> Program<'a> {
+    pub(crate) fn new(nodes: &'a Nodes, cone: &[usize]) -> Program<'a> {
         let source = |k: usize| match cone.binary_search(&k) {
             Ok(step) => Source::Register(step),
-            Err(_) => match &nodes[k].value {
-                Value::Scalar(x) => Source::One(*x),
-                _ => match nodes[k].ready().data() {
+            Err(_) => match nodes.value(k) {
+                View::Scalar(x) => Source::One(x),
+                _ => match nodes.ready(k).data() {
                     [x] => Source::One(*x),
                     data => Source::Many(data),
                 },
@@ -146,10 +146,8 @@ impl<'a> Program<'a> {
         let steps: Vec<Step<'a>> = cone
             .iter()
             .map(|&j| {
-                let Kind::Op(op) = &nodes[j].kind else {
-                    unreachable!("a pending node is an op")
-                };
-                let inputs = &nodes[j].inputs;
+                let op = nodes.op(j).expect("a pending node is an op");
+                let inputs = nodes.inputs(j);
                 let b = inputs.get(1).map_or(Source::One(0.0), |&k| source(k));
                 Step {
                     node: j,
@@ -216,12 +214,12 @@ fn lane<'r>(source: Source<'r>, registers: &'r [f64], lo: usize, hi: usize) -> L
 
 /// The elements of pending node `j`, laid out (the forward of its region, block by
 /// block, keeping only `j`'s values).
-pub(crate) fn evaluate(nodes: &[Node], j: usize) -> Tensor {
-    debug_assert!(nodes[j].is_pending(), "only a pending node is evaluated");
+pub(crate) fn evaluate(nodes: &Nodes, j: usize) -> Tensor {
+    debug_assert!(nodes.is_pending(j), "only a pending node is evaluated");
     let cone = cone(nodes, j);
     let program = Program::new(nodes, &cone);
     let top = cone.len() - 1;
-    let n = nodes[j].len();
+    let n = nodes.numel(j);
     let mut v = overwritable(n);
     let parts = split(n).0;
     let jobs: Vec<(usize, &mut [f64])> =
@@ -234,32 +232,32 @@ pub(crate) fn evaluate(nodes: &[Node], j: usize) -> Tensor {
             out[lo..hi].copy_from_slice(register(&registers, top, hi - lo));
         }
     });
-    Tensor::from_parts(data_from_vec(v), nodes[j].shape().into())
+    Tensor::from_parts(data_from_vec(v), nodes.shape(j).into())
 }
 
 /// The first `count` (at most [`BLOCK`]) elements of pending node `j`: one block of its
 /// cone, for a preview that need not compute the rest.
-pub(crate) fn first(nodes: &[Node], j: usize, count: usize) -> Vec<f64> {
-    debug_assert!(nodes[j].is_pending(), "only a pending node is previewed");
+pub(crate) fn first(nodes: &Nodes, j: usize, count: usize) -> Vec<f64> {
+    debug_assert!(nodes.is_pending(j), "only a pending node is previewed");
     let cone = cone(nodes, j);
     let program = Program::new(nodes, &cone);
     let mut registers = program.registers();
-    let count = count.min(nodes[j].len()).min(BLOCK);
+    let count = count.min(nodes.numel(j)).min(BLOCK);
     program.run(&mut registers, 0, count, None);
     register(&registers, cone.len() - 1, count).to_vec()
 }
 
 /// `pairwise_sum` of pending node `j`'s elements without laying them out (see
 /// [`pairwise_blocks`]), so the result is the same to the bit.
-pub(crate) fn sum(nodes: &[Node], j: usize) -> f64 {
+pub(crate) fn sum(nodes: &Nodes, j: usize) -> f64 {
     debug_assert!(
-        nodes[j].is_pending(),
+        nodes.is_pending(j),
         "only a pending node is summed block by block"
     );
     let cone = cone(nodes, j);
     let program = Program::new(nodes, &cone);
     let top = cone.len() - 1;
-    let n = nodes[j].len();
+    let n = nodes.numel(j);
     let (parts, depth) = split(n);
     let sums = in_parallel(parts, |(start, end)| {
         let mut registers = program.registers();
@@ -442,21 +440,21 @@ pub(crate) struct Consumers {
 
 impl Consumers {
     /// The consumers among nodes `0..=root` (later nodes never send a gradient).
-    pub(crate) fn new(nodes: &[Node], root: usize) -> Consumers {
-        let nodes = &nodes[..=root];
-        let mut start = vec![0usize; nodes.len() + 1];
-        for node in nodes {
-            for &j in &node.inputs {
+    pub(crate) fn new(nodes: &Nodes, root: usize) -> Consumers {
+        let count = root + 1;
+        let mut start = vec![0usize; count + 1];
+        for c in 0..count {
+            for &j in nodes.inputs(c) {
                 start[j + 1] += 1;
             }
         }
-        for j in 0..nodes.len() {
+        for j in 0..count {
             start[j + 1] += start[j];
         }
         let mut fill = start.clone();
-        let mut list = vec![0; start[nodes.len()]];
-        for (c, node) in nodes.iter().enumerate() {
-            for &j in &node.inputs {
+        let mut list = vec![0; start[count]];
+        for c in 0..count {
+            for &j in nodes.inputs(c) {
                 list[fill[j]] = c;
                 fill[j] += 1;
             }
@@ -612,8 +610,8 @@ fn plans(targets: &[[Option<Target>; 2]], full: &[bool]) -> Vec<[Plan; 2]> {
 /// `None`, having changed nothing, if the region cannot keep the unfused summation
 /// order; the sweep then takes `top` alone.
 pub(crate) fn backward(
-    nodes: &[Node],
-    slots: &mut [Slot],
+    nodes: &Nodes,
+    slots: &mut Slots,
     consumers: &Consumers,
     top: usize,
     want_sum: bool,
@@ -622,13 +620,15 @@ pub(crate) fn backward(
     // so their gradients are complete once the region's are; decided from the top down
     // (every consumer of a node has a larger index, so it is decided first).
     let mut region = vec![top];
-    let mut candidates: Vec<usize> = nodes[top].inputs.to_vec();
+    let mut candidates: Vec<usize> = nodes.inputs(top).to_vec();
     while let Some(&j) = candidates.iter().max() {
         candidates.retain(|&k| k != j);
-        let node = &nodes[j];
-        if node.is_pending() && node.tracked && consumers.of(j).iter().all(|c| region.contains(c)) {
+        if nodes.is_pending(j)
+            && nodes[j].tracked
+            && consumers.of(j).iter().all(|c| region.contains(c))
+        {
             region.push(j);
-            candidates.extend(node.inputs.iter().copied());
+            candidates.extend(nodes.inputs(j).iter().copied());
         }
     }
     // `region` is descending (every node of it has `top`'s shape). Its inputs that
@@ -638,23 +638,23 @@ pub(crate) fn backward(
     // and `top` (that op's gradient would arrive in between).
     let mut inputs: Vec<usize> = Vec::new();
     for &r in &region {
-        for &j in &nodes[r].inputs {
+        for &j in nodes.inputs(r) {
             if nodes[j].tracked && !region.contains(&j) && !inputs.contains(&j) {
                 inputs.push(j);
             }
         }
     }
-    let n = nodes[top].len();
+    let n = nodes.numel(top);
     for &j in &inputs {
         // (`sum_to` between shapes of one length but different ranks is not a copy: it
         // adds to 0, turning -0 into +0; the unfused step does that, so take it.)
-        if nodes[j].len() != 1 && nodes[j].shape() != nodes[top].shape() {
+        if nodes.numel(j) != 1 && nodes.shape(j) != nodes.shape(top) {
             return None;
         }
         let first = region
             .iter()
             .copied()
-            .filter(|&r| nodes[r].inputs.contains(&j))
+            .filter(|&r| nodes.inputs(r).contains(&j))
             .min();
         let first = first.expect("a region input is used in the region");
         let uses = consumers.of(j); // ascending
@@ -668,9 +668,9 @@ pub(crate) fn backward(
     }
 
     // The gradient of `top` from its slot, as one number or `n`.
-    let upstream = match std::mem::take(&mut slots[top]).into_tensor() {
+    let upstream = match slots.take(top) {
         Some(t) if t.len() == 1 || t.len() == n => t,
-        Some(t) => t.broadcast_to(nodes[top].shape()),
+        Some(t) => t.broadcast_to(nodes.shape(top)),
         None if want_sum => return Some(Some(sum(nodes, top))),
         None => return Some(None),
     };
@@ -679,16 +679,16 @@ pub(crate) fn backward(
     let mut sums: Vec<Sum> = Vec::new();
     let mut full_sum = vec![usize::MAX; inputs.len()];
     for (x, &j) in inputs.iter().enumerate() {
-        if nodes[j].len() == 1 {
+        if nodes.numel(j) == 1 {
             continue;
         }
-        let (base, data) = match std::mem::take(&mut slots[j]).into_tensor() {
+        let (base, data) = match slots.take(j) {
             None => (Base::Empty, overwritable(n)),
             Some(t) if t.len() == 1 => (Base::Scalar(t.data()[0]), overwritable(n)),
             Some(t) => {
                 let t = match t.len() == n {
                     true => t,
-                    false => t.broadcast_to(nodes[j].shape()),
+                    false => t.broadcast_to(nodes.shape(j)),
                 };
                 let mut data = buffer(n);
                 data.extend_from_slice(t.data());
@@ -702,13 +702,13 @@ pub(crate) fn backward(
     let mut targets: Vec<[Option<Target>; 2]> = Vec::with_capacity(region.len());
     for &r in &region {
         let mut t = [None; 2];
-        for (k, &j) in nodes[r].inputs.iter().enumerate() {
+        for (k, &j) in nodes.inputs(r).iter().enumerate() {
             if !nodes[j].tracked {
                 continue;
             }
             t[k] = Some(match region.iter().position(|&q| q == j) {
                 Some(q) => Target::Region(q),
-                None if nodes[j].len() == 1 => {
+                None if nodes.numel(j) == 1 => {
                     let data = overwritable(n);
                     sums.push(Sum::new(j, Base::Empty, data, Destination::Reduced));
                     Target::Input(sums.len() - 1)
@@ -801,20 +801,20 @@ pub(crate) fn backward(
     // (in order: the uses of a one-element input were made in descending order)
     for sum in sums {
         let j = sum.node;
-        let shape = nodes[j].shape();
+        let shape = nodes.shape(j);
         match sum.into {
             // Every element went through the same additions of the same numbers.
-            Destination::Slot if sum.uniform => slots[j] = Slot::Scalar(sum.data[0]),
+            Destination::Slot if sum.uniform => slots.set(j, Tensor::scalar(sum.data[0])),
             Destination::Slot => {
                 let t = Tensor::from_parts(data_from_vec(sum.data), shape.into());
-                slots[j] = Slot::Full(Box::new(t));
+                slots.set(j, t);
             }
             Destination::Reduced => {
                 let g = match sum.uniform {
                     true => Tensor::scalar(sum.data[0]),
-                    false => Tensor::from_parts(data_from_vec(sum.data), nodes[top].shape().into()),
+                    false => Tensor::from_parts(data_from_vec(sum.data), nodes.shape(top).into()),
                 };
-                slots[j].add(sum_to(g, nodes[top].shape(), shape));
+                slots.add(j, sum_to(g, nodes.shape(top), shape));
             }
         }
     }
@@ -916,17 +916,6 @@ impl Pass<'_> {
                 }
                 0.0
             }
-        }
-    }
-}
-
-impl Node {
-    /// The element count of this node's value.
-    pub(crate) fn len(&self) -> usize {
-        match &self.value {
-            Value::Ready(t) => t.len(),
-            Value::Pending(p) => p.len,
-            Value::Scalar(_) | Value::Unsummed => 1,
         }
     }
 }

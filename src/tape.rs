@@ -113,10 +113,10 @@ pub(crate) type InputGrads = SmallVec<[Option<Tensor>; 2]>;
 /// threads, which finish before the call that started it returns: see
 /// [`crate::set_threads`].)
 pub struct Tape {
-    pub(crate) nodes: RefCell<Vec<Node>>,
+    pub(crate) nodes: RefCell<Nodes>,
     /// One gradient slot per node during a sweep; kept between sweeps (empty) so a
     /// training loop that reuses the tape reuses the slots too.
-    slots: RefCell<Vec<Slot>>,
+    slots: RefCell<Slots>,
     /// The indices of the `Tape::var` leaves, in order (so that `backward` collects
     /// their gradients without scanning every node); the first 8 need no heap.
     vars: RefCell<SmallVec<[usize; 8]>>,
@@ -130,27 +130,101 @@ pub struct Tape {
     fuse_all: bool,
 }
 
+/// The nodes of a tape. Each is a small `Copy` record ([`Node`]): a chain of rank-0 ops
+/// (micrograd's workload) writes, sweeps and clears only these. What a node holds
+/// beyond a plain number, one op reference and two inputs (a tensor or pending value,
+/// an op with state, a longer input list) is kept in a side entry ([`Side`]).
+#[derive(Default)]
+pub(crate) struct Nodes {
+    list: Vec<Node>,
+    sides: Vec<Side>,
+    /// The inputs of the ops of more than two, one after another.
+    more: Vec<usize>,
+}
+
+/// One node: its op, its inputs, its value if it is a plain number, and whether a
+/// gradient flows to it. No drop glue, so clearing a tape of rank-0 nodes is free.
+#[derive(Clone, Copy)]
 pub(crate) struct Node {
-    pub(crate) kind: Kind,
-    pub(crate) inputs: SmallVec<[usize; 2]>,
-    pub(crate) value: Value,
+    /// The op, if it has no state (a zero-sized op needs no heap); `None` for a leaf or
+    /// an op kept in the side entry.
+    op: Option<&'static dyn Op>,
+    /// The inputs, `arity` of them; for more than two, where they start in
+    /// `Nodes::more` and how many.
+    inputs: [usize; 2],
+    /// The value, if `inline` (a rank-0 value laid out).
+    scalar: f64,
+    /// The side entry's index in `Nodes::sides`, or `NO_SIDE`.
+    side: u32,
+    /// How many inputs (`MANY`: more than two).
+    arity: u8,
+    /// Whether the value is `scalar` (else it is in the side entry).
+    inline: bool,
     /// Whether some `Tape::var` leaf reaches this node (so a gradient must flow here).
     pub(crate) tracked: bool,
 }
 
-/// A node's value: its elements, or (an elementwise op on a fused tape) only its shape
-/// until something needs the elements (see `fusion.rs`).
+const NO_SIDE: u32 = u32::MAX;
+/// `Node::arity` of a node whose inputs are in `Nodes::more`.
+const MANY: u8 = u8::MAX;
+
+/// What a node holds that does not fit in a [`Node`].
+#[derive(Default)]
+struct Side {
+    /// The value, unless it is a plain number in the node (never `Value::Scalar`).
+    value: Option<Value>,
+    /// An op with state.
+    op: Option<Box<dyn Op>>,
+}
+
+/// An op as a node keeps it: a `'static` reference for an op without state (a box of
+/// a zero-sized type, which allocates nothing and which leaking frees nothing), else
+/// its box.
+pub(crate) enum Held {
+    Static(&'static dyn Op),
+    Boxed(Box<dyn Op>),
+}
+
+impl Held {
+    /// Hold `op`.
+    #[inline]
+    pub(crate) fn of<O: Op + 'static>(op: O) -> Held {
+        if std::mem::size_of::<O>() == 0 {
+            Held::Static(Box::leak(Box::new(op)))
+        } else {
+            Held::Boxed(Box::new(op))
+        }
+    }
+
+    fn get(&self) -> &dyn Op {
+        match self {
+            Held::Static(op) => *op,
+            Held::Boxed(op) => &**op,
+        }
+    }
+}
+
+/// A node's value as it is kept: a plain number if it is rank-0 and laid out.
 pub(crate) enum Value {
     /// A rank-0 value, as a plain number: a chain of rank-0 ops (micrograd's workload)
     /// records and sweeps these without building a tensor per node.
     Scalar(f64),
     Ready(Tensor),
-    /// Boxed, so that a node stays as small as a tensor makes it (a rank-0 chain reads
-    /// and writes every node).
+    /// An elementwise op on a fused tape: only its shape until something needs the
+    /// elements (see `fusion.rs`).
     Pending(Box<Pending>),
     /// `sum` or `mean` (rank-0) of a pending node, not yet summed: computed when
     /// something needs it, or by `backward` from this node in the same pass as the
     /// gradients (see `fusion::backward`).
+    Unsummed,
+}
+
+/// A node's value as read: [`Value`] borrowed from the node or its side entry.
+#[derive(Clone, Copy)]
+pub(crate) enum View<'a> {
+    Scalar(f64),
+    Ready(&'a Tensor),
+    Pending(&'a Pending),
     Unsummed,
 }
 
@@ -175,103 +249,248 @@ pub(crate) struct Pending {
     pub(crate) uses: u32,
 }
 
-impl Node {
-    /// The value as a tensor; only for a node that holds one (not a plain number, nor
-    /// pending or unsummed).
-    pub(crate) fn ready(&self) -> &Tensor {
-        match &self.value {
-            Value::Ready(t) => t,
-            _ => unreachable!("a node that holds no tensor was read as one"),
-        }
-    }
-
-    pub(crate) fn is_pending(&self) -> bool {
-        matches!(self.value, Value::Pending(_))
-    }
-
-    pub(crate) fn shape(&self) -> &[usize] {
-        match &self.value {
-            Value::Ready(t) => t.shape(),
-            Value::Pending(p) => &p.shape,
-            Value::Scalar(_) | Value::Unsummed => &[],
-        }
-    }
-
-    /// The value as a plain number, if it is rank-0 (a rank-0 value is always kept as
-    /// one: `Value::of`).
+impl std::ops::Index<usize> for Nodes {
+    type Output = Node;
     #[inline]
-    fn scalar(&self) -> Option<f64> {
-        match self.value {
-            Value::Scalar(x) => Some(x),
+    fn index(&self, j: usize) -> &Node {
+        &self.list[j]
+    }
+}
+
+impl Nodes {
+    /// How many nodes there are.
+    pub(crate) fn len(&self) -> usize {
+        self.list.len()
+    }
+
+    /// Forget every node, keeping the allocations.
+    fn clear(&mut self) {
+        self.list.clear();
+        self.sides.clear();
+        self.more.clear();
+    }
+
+    /// Append a node (`op` `None` for a leaf) and return its index.
+    #[inline]
+    fn push(&mut self, op: Option<Held>, inputs: &[usize], value: Value, tracked: bool) -> usize {
+        let mut node = Node {
+            op: None,
+            inputs: [0; 2],
+            scalar: 0.0,
+            side: NO_SIDE,
+            arity: 0,
+            inline: false,
+            tracked,
+        };
+        let mut side = Side::default();
+        match op {
+            Some(Held::Static(op)) => node.op = Some(op),
+            Some(Held::Boxed(op)) => side.op = Some(op),
+            None => {}
+        }
+        match *inputs {
+            [] | [_] | [_, _] => {
+                node.inputs[..inputs.len()].copy_from_slice(inputs);
+                node.arity = inputs.len() as u8;
+            }
+            _ => {
+                node.inputs = [self.more.len(), inputs.len()];
+                self.more.extend_from_slice(inputs);
+                node.arity = MANY;
+            }
+        }
+        match value {
+            Value::Scalar(x) => (node.scalar, node.inline) = (x, true),
+            value => side.value = Some(value),
+        }
+        if side.value.is_some() || side.op.is_some() {
+            if self.sides.capacity() == 0 {
+                // (a small graph's side entries in one allocation)
+                self.sides.reserve(16);
+            }
+            node.side = u32::try_from(self.sides.len())
+                .ok()
+                .filter(|&s| s != NO_SIDE)
+                .expect("tapegrad: a tape holds at most 2^32 - 1 nodes that are not rank-0");
+            self.sides.push(side);
+        }
+        if self.list.capacity() == 0 {
+            self.list.reserve(16);
+        }
+        self.list.push(node);
+        self.list.len() - 1
+    }
+
+    fn side(&self, j: usize) -> Option<&Side> {
+        match self.list[j].side {
+            NO_SIDE => None,
+            s => Some(&self.sides[s as usize]),
+        }
+    }
+
+    /// Node `j`'s inputs.
+    #[inline]
+    pub(crate) fn inputs(&self, j: usize) -> &[usize] {
+        let node = &self.list[j];
+        match node.arity {
+            MANY => &self.more[node.inputs[0]..node.inputs[0] + node.inputs[1]],
+            n => &node.inputs[..n as usize],
+        }
+    }
+
+    /// Node `j`'s value.
+    #[inline]
+    pub(crate) fn value(&self, j: usize) -> View<'_> {
+        let node = &self.list[j];
+        if node.inline {
+            return View::Scalar(node.scalar);
+        }
+        match self.sides[node.side as usize].value {
+            Some(Value::Ready(ref t)) => View::Ready(t),
+            Some(Value::Pending(ref p)) => View::Pending(p),
+            Some(Value::Unsummed) => View::Unsummed,
+            Some(Value::Scalar(_)) | None => unreachable!("a value is kept in its node"),
+        }
+    }
+
+    /// Replace node `j`'s value.
+    pub(crate) fn set_value(&mut self, j: usize, value: Value) {
+        let node = &mut self.list[j];
+        match value {
+            Value::Scalar(x) => {
+                (node.scalar, node.inline) = (x, true);
+                if node.side != NO_SIDE {
+                    self.sides[node.side as usize].value = None;
+                }
+            }
+            value => {
+                node.inline = false;
+                if node.side == NO_SIDE {
+                    node.side = u32::try_from(self.sides.len())
+                        .ok()
+                        .filter(|&s| s != NO_SIDE)
+                        .expect(
+                            "tapegrad: a tape holds at most 2^32 - 1 nodes that are not rank-0",
+                        );
+                    self.sides.push(Side::default());
+                }
+                self.sides[node.side as usize].value = Some(value);
+            }
+        }
+    }
+
+    /// What node `j` knows while it is pending.
+    pub(crate) fn pending_mut(&mut self, j: usize) -> Option<&mut Pending> {
+        let node = &self.list[j];
+        if node.inline {
+            return None;
+        }
+        match &mut self.sides[node.side as usize].value {
+            Some(Value::Pending(p)) => Some(&mut **p),
             _ => None,
         }
     }
 
-    /// The op of an op node.
-    pub(crate) fn op(&self) -> &dyn Op {
-        match &self.kind {
-            Kind::Op(op) => &**op,
-            _ => unreachable!("a leaf has no op"),
+    /// The op of node `j`; `None` for a leaf.
+    #[inline]
+    pub(crate) fn op(&self, j: usize) -> Option<&dyn Op> {
+        match self.list[j].op {
+            Some(op) => Some(op),
+            None => self.side(j).and_then(|s| s.op.as_deref()),
         }
+    }
+
+    /// The value of node `j` as a tensor; only for a node that holds one (not a plain
+    /// number, nor pending or unsummed).
+    pub(crate) fn ready(&self, j: usize) -> &Tensor {
+        match self.value(j) {
+            View::Ready(t) => t,
+            _ => unreachable!("a node that holds no tensor was read as one"),
+        }
+    }
+
+    /// The value of node `j` as a plain number, if it is rank-0 and laid out (a rank-0
+    /// value is always kept as one: `Value::of`).
+    #[inline]
+    fn scalar(&self, j: usize) -> Option<f64> {
+        let node = &self.list[j];
+        node.inline.then_some(node.scalar)
+    }
+
+    pub(crate) fn is_pending(&self, j: usize) -> bool {
+        matches!(self.value(j), View::Pending(_))
+    }
+
+    pub(crate) fn shape(&self, j: usize) -> &[usize] {
+        match self.value(j) {
+            View::Ready(t) => t.shape(),
+            View::Pending(p) => &p.shape,
+            View::Scalar(_) | View::Unsummed => &[],
+        }
+    }
+
+    /// The element count of node `j`'s value.
+    pub(crate) fn numel(&self, j: usize) -> usize {
+        match self.value(j) {
+            View::Ready(t) => t.len(),
+            View::Pending(p) => p.len,
+            View::Scalar(_) | View::Unsummed => 1,
+        }
+    }
+
+    /// `var`, `constant`, or the op's name.
+    pub(crate) fn name(&self, j: usize) -> &str {
+        match self.op(j) {
+            Some(op) => op.name(),
+            None if self.list[j].tracked => "var",
+            None => "constant",
+        }
+    }
+
+    /// Whether node `j` is a leaf (`Tape::var` or `Tape::constant`).
+    pub(crate) fn is_leaf(&self, j: usize) -> bool {
+        self.op(j).is_none()
+    }
+
+    /// Whether node `j` is a `Tape::var` leaf.
+    pub(crate) fn is_var(&self, j: usize) -> bool {
+        self.is_leaf(j) && self.list[j].tracked
     }
 }
 
 /// Node `j`'s value, computed (not kept) if it is pending.
-pub(crate) fn value_of(nodes: &[Node], j: usize) -> Cow<'_, Tensor> {
-    match &nodes[j].value {
-        Value::Ready(t) => Cow::Borrowed(t),
-        Value::Scalar(x) => Cow::Owned(Tensor::scalar(*x)),
-        Value::Pending(_) => Cow::Owned(fusion::evaluate(nodes, j)),
-        Value::Unsummed => Cow::Owned(Tensor::scalar(unsummed_value(nodes, j))),
+pub(crate) fn value_of(nodes: &Nodes, j: usize) -> Cow<'_, Tensor> {
+    match nodes.value(j) {
+        View::Ready(t) => Cow::Borrowed(t),
+        View::Scalar(x) => Cow::Owned(Tensor::scalar(x)),
+        View::Pending(_) => Cow::Owned(fusion::evaluate(nodes, j)),
+        View::Unsummed => Cow::Owned(Tensor::scalar(unsummed_value(nodes, j))),
     }
 }
 
 /// Lay out node `j`'s value and keep it, if it is pending or unsummed.
-pub(crate) fn lay_out(nodes: &mut [Node], j: usize) {
-    let value = match nodes[j].value {
-        Value::Ready(_) | Value::Scalar(_) => return,
-        Value::Pending(_) => Value::Ready(fusion::evaluate(nodes, j)),
-        Value::Unsummed => Value::Scalar(unsummed_value(nodes, j)),
+pub(crate) fn lay_out(nodes: &mut Nodes, j: usize) {
+    let value = match nodes.value(j) {
+        View::Ready(_) | View::Scalar(_) => return,
+        View::Pending(_) => Value::Ready(fusion::evaluate(nodes, j)),
+        View::Unsummed => Value::Scalar(unsummed_value(nodes, j)),
     };
-    nodes[j].value = value;
+    nodes.set_value(j, value);
 }
 
 /// The value of the unsummed node `j` (`sum` or `mean` of one input): the input's
 /// pairwise sum, block by block if it is still pending, given to the op's
 /// `value_of_sum`, which is what its `forward` computes from the laid-out input.
-fn unsummed_value(nodes: &[Node], j: usize) -> f64 {
-    let a = nodes[j].inputs[0];
-    let value_of_sum = nodes[j].op().value_of_sum().expect("an unsummed node sums");
-    let sum = match &nodes[a].value {
-        Value::Pending(_) => fusion::sum(nodes, a),
-        Value::Ready(t) => crate::tensor::pairwise_sum(t.data()),
-        Value::Scalar(_) | Value::Unsummed => unreachable!("the input of a sum was pending"),
+fn unsummed_value(nodes: &Nodes, j: usize) -> f64 {
+    let a = nodes.inputs(j)[0];
+    let op = nodes.op(j).expect("an unsummed node is an op");
+    let value_of_sum = op.value_of_sum().expect("an unsummed node sums");
+    let sum = match nodes.value(a) {
+        View::Pending(_) => fusion::sum(nodes, a),
+        View::Ready(t) => crate::tensor::pairwise_sum(t.data()),
+        View::Scalar(_) | View::Unsummed => unreachable!("the input of a sum was pending"),
     };
-    value_of_sum(sum, nodes[a].len())
-}
-
-/// What made a node. One leaf kind for both leaves (a `Tape::var` is tracked, a
-/// `Tape::constant` is not) keeps this 16 bytes: a box has room for one more variant.
-pub(crate) enum Kind {
-    Leaf,
-    /// A box of a zero-sized op (most of them) does not allocate.
-    Op(Box<dyn Op>),
-}
-
-impl Node {
-    /// `var`, `constant`, or the op's name.
-    pub(crate) fn name(&self) -> &str {
-        match &self.kind {
-            Kind::Leaf if self.tracked => "var",
-            Kind::Leaf => "constant",
-            Kind::Op(op) => op.name(),
-        }
-    }
-
-    /// Whether this is a `Tape::var` leaf.
-    pub(crate) fn is_var(&self) -> bool {
-        matches!(self.kind, Kind::Leaf) && self.tracked
-    }
+    value_of_sum(sum, nodes.numel(a))
 }
 
 static NEXT_TAPE_ID: AtomicU64 = AtomicU64::new(0);
@@ -297,8 +516,12 @@ impl Tape {
     /// An empty tape with room for `nodes` nodes before it reallocates.
     pub fn with_capacity(nodes: usize) -> Tape {
         Tape {
-            nodes: RefCell::new(Vec::with_capacity(nodes)),
-            slots: RefCell::new(Vec::new()),
+            nodes: RefCell::new(Nodes {
+                list: Vec::with_capacity(nodes),
+                sides: Vec::new(),
+                more: Vec::new(),
+            }),
+            slots: RefCell::new(Slots::default()),
             vars: RefCell::new(SmallVec::new()),
             id: NEXT_TAPE_ID.fetch_add(1, Ordering::Relaxed),
             fuse_from: FUSE_FROM,
@@ -364,9 +587,9 @@ impl Tape {
     #[track_caller]
     pub fn var(&self, value: Tensor) -> Var<'_> {
         let mut nodes = self.record("var");
-        let value = Value::of(value);
-        self.vars.borrow_mut().push(nodes.len());
-        self.append(&mut nodes, Kind::Leaf, SmallVec::new(), value, true)
+        let index = nodes.push(None, &[], Value::of(value), true);
+        self.vars.borrow_mut().push(index);
+        Var { tape: self, index }
     }
 
     /// A leaf that is not differentiated (data, labels, fixed parameters).
@@ -375,93 +598,112 @@ impl Tape {
     /// If called from inside a custom op's forward or backward on this tape.
     #[track_caller]
     pub fn constant(&self, value: Tensor) -> Var<'_> {
-        let mut nodes = self.record("constant");
-        let value = Value::of(value);
-        self.append(&mut nodes, Kind::Leaf, SmallVec::new(), value, false)
+        let index = self
+            .record("constant")
+            .push(None, &[], Value::of(value), false);
+        Var { tape: self, index }
     }
 
     /// Record `op` applied to `inputs`: the forward rule runs now, or, for an
     /// elementwise op on a fused tape, when something needs the value.
     #[track_caller]
-    pub(crate) fn push(&self, op: Box<dyn Op>, inputs: &[Var<'_>]) -> Var<'_> {
+    pub(crate) fn push<O: Op + 'static>(&self, op: O, inputs: &[Var<'_>]) -> Var<'_> {
+        self.push_held(Held::of(op), inputs)
+    }
+
+    #[track_caller]
+    fn push_held(&self, op: Held, inputs: &[Var<'_>]) -> Var<'_> {
         for v in inputs {
             if !std::ptr::eq(v.tape, self) {
                 panic!(
                     "tapegrad: {}: operands belong to different tapes (at {})",
-                    op.name(),
+                    op.get().name(),
                     Location::caller()
                 );
             }
         }
         let mut nodes = match self.nodes.try_borrow_mut() {
             Ok(nodes) => nodes,
-            Err(_) => busy(op.name()),
+            Err(_) => busy(op.get().name()),
         };
         let inputs: SmallVec<[usize; 2]> = match inputs {
             [a] => SmallVec::from_buf_and_len([a.index, 0], 1),
             [a, b] => SmallVec::from_buf([a.index, b.index]),
             _ => inputs.iter().map(|v| v.index).collect(),
         };
-        // (an elementwise op on rank-0 numbers took `ops::record`'s path instead)
-        let value = match self.forward(&mut nodes, &*op, &inputs) {
+        // (an elementwise op on rank-0 numbers took `Tape::push_scalar`'s path instead)
+        let value = match self.forward(&mut nodes, op.get(), &inputs) {
             Ok(value) => value,
             Err(message) => panic!("tapegrad: {message} (at {})", Location::caller()),
         };
         let tracked = inputs.iter().any(|&j| nodes[j].tracked);
-        self.append(&mut nodes, Kind::Op(op), inputs, value, tracked)
+        let index = nodes.push(Some(op), &inputs, value, tracked);
+        Var { tape: self, index }
     }
 
-    /// The values of `inputs` (one or two vars, the first of this tape) as plain numbers
-    /// (the second 0 for one input), and whether any is tracked; `None` unless every
-    /// input is a rank-0 number of this tape and the tape is not busy.
+    /// Record the elementwise op `op` on `inputs` (one or two vars, the first of this
+    /// tape) if every input is a rank-0 number of this tape: its value is `value(&op, a,
+    /// b)` of the inputs' numbers (`b` 0 for one input). Gives `op` back, recording
+    /// nothing, if an input is not such a number or the tape is busy (`Tape::push` then
+    /// takes it).
     #[inline]
-    pub(crate) fn scalars(&self, inputs: &[Var<'_>]) -> Option<([f64; 2], bool)> {
-        let nodes = self.nodes.try_borrow().ok()?;
-        let scalar = |v: &Var<'_>| match nodes.get(v.index)?.value {
-            Value::Scalar(x) if std::ptr::eq(v.tape, self) => Some(x),
-            _ => None,
-        };
-        match inputs {
-            [a] => Some(([scalar(a)?, 0.0], nodes[a.index].tracked)),
-            [a, b] => {
-                let x = [scalar(a)?, scalar(b)?];
-                Some((x, nodes[a.index].tracked || nodes[b.index].tracked))
-            }
-            _ => None,
-        }
-    }
-
-    /// Record `op` on the rank-0 `inputs` (see [`Tape::scalars`]) with its `value`.
-    #[track_caller]
-    #[inline]
-    pub(crate) fn push_scalar(
+    pub(crate) fn push_scalar<O: Op + 'static>(
         &self,
-        op: Box<dyn Op>,
+        op: O,
         inputs: &[Var<'_>],
-        value: f64,
-        tracked: bool,
-    ) -> Var<'_> {
+        value: impl FnOnce(&O, f64, f64) -> f64,
+    ) -> Result<Var<'_>, O> {
         let Ok(mut nodes) = self.nodes.try_borrow_mut() else {
-            busy(op.name())
+            return Err(op);
         };
-        let inputs = match inputs {
-            [a] => SmallVec::from_buf_and_len([a.index, 0], 1),
-            [a, b] => SmallVec::from_buf([a.index, b.index]),
-            _ => unreachable!("rank-0 ops take one or two inputs"),
+        let scalar = |v: &Var<'_>| {
+            let node = nodes.list.get(v.index)?;
+            (node.inline && std::ptr::eq(v.tape, self)).then_some((node.scalar, node.tracked))
         };
-        let value = Value::Scalar(value);
-        self.append(&mut nodes, Kind::Op(op), inputs, value, tracked)
+        let found = match *inputs {
+            [a] => scalar(&a).map(|(x, t)| ([x, 0.0], t, [a.index, 0], 1)),
+            [a, b] => scalar(&a)
+                .zip(scalar(&b))
+                .map(|((x, s), (y, t))| ([x, y], s || t, [a.index, b.index], 2)),
+            _ => None,
+        };
+        let Some((x, tracked, inputs, arity)) = found else {
+            return Err(op);
+        };
+        let scalar = value(&op, x[0], x[1]);
+        let index = match Held::of(op) {
+            // (the whole node in one write: no side entry)
+            Held::Static(op) => {
+                nodes.list.push(Node {
+                    op: Some(op),
+                    inputs,
+                    scalar,
+                    side: NO_SIDE,
+                    arity,
+                    inline: true,
+                    tracked,
+                });
+                nodes.list.len() - 1
+            }
+            held => nodes.push(
+                Some(held),
+                &inputs[..arity as usize],
+                Value::Scalar(scalar),
+                tracked,
+            ),
+        };
+        Ok(Var { tape: self, index })
     }
 
     /// The value of `op` on `inputs` (not rank-0 numbers): deferred on a fused tape if
     /// the op is elementwise and its operands allow; for `sum` and `mean` of a deferred
     /// operand, unsummed until needed; otherwise computed now, deferred operands laid out.
-    fn forward(&self, nodes: &mut [Node], op: &dyn Op, inputs: &[usize]) -> Result<Value, String> {
+    fn forward(&self, nodes: &mut Nodes, op: &dyn Op, inputs: &[usize]) -> Result<Value, String> {
         if self.fuse_from != usize::MAX {
             if !self.fuse_all {
                 // A pending value that already feeds an op is laid out for the second.
                 for (k, &j) in inputs.iter().enumerate() {
-                    if let Value::Pending(p) = &mut nodes[j].value
+                    if let Some(p) = nodes.pending_mut(j)
                         && !inputs[..k].contains(&j)
                     {
                         p.uses += 1;
@@ -472,13 +714,13 @@ impl Tape {
                 }
             }
             // (a deferred result is as long as its longest operand: no true broadcast)
-            let longest = inputs.iter().map(|&j| nodes[j].len()).max().unwrap_or(0);
+            let longest = inputs.iter().map(|&j| nodes.numel(j)).max().unwrap_or(0);
             if op.block().is_some() && (self.fuse_all || op.cheap()) && longest >= self.fuse_from {
                 if let Some(value) = fusion::defer(nodes, inputs, self.fuse_from) {
                     return Ok(value);
                 }
             } else if let (Some(_), &[a]) = (op.value_of_sum(), inputs)
-                && nodes[a].is_pending()
+                && nodes.is_pending(a)
             {
                 // Summed when needed: by `backward` from this node, in its pass.
                 return Ok(Value::Unsummed);
@@ -502,7 +744,7 @@ impl Tape {
 
     /// The node list, to record a node named `what`.
     #[track_caller]
-    fn record(&self, what: &str) -> RefMut<'_, Vec<Node>> {
+    fn record(&self, what: &str) -> RefMut<'_, Nodes> {
         match self.nodes.try_borrow_mut() {
             Ok(nodes) => nodes,
             Err(_) => busy(what),
@@ -511,30 +753,10 @@ impl Tape {
 
     /// The node list, to read it for `what`.
     #[track_caller]
-    pub(crate) fn read(&self, what: &str) -> Ref<'_, Vec<Node>> {
+    pub(crate) fn read(&self, what: &str) -> Ref<'_, Nodes> {
         match self.nodes.try_borrow() {
             Ok(nodes) => nodes,
             Err(_) => busy(what),
-        }
-    }
-
-    fn append(
-        &self,
-        nodes: &mut Vec<Node>,
-        kind: Kind,
-        inputs: SmallVec<[usize; 2]>,
-        value: Value,
-        tracked: bool,
-    ) -> Var<'_> {
-        nodes.push(Node {
-            kind,
-            inputs,
-            value,
-            tracked,
-        });
-        Var {
-            tape: self,
-            index: nodes.len() - 1,
         }
     }
 
@@ -584,7 +806,7 @@ impl Tape {
             backward: Box::new(backward),
             recorded_at: Location::caller(),
         };
-        self.push(Box::new(op), inputs)
+        self.push(op, inputs)
     }
 }
 
@@ -684,9 +906,9 @@ impl<'t> Var<'t> {
     pub fn value(&self) -> Tensor {
         {
             let nodes = self.tape.read("value");
-            match &nodes[self.index].value {
-                Value::Ready(t) => return t.clone(),
-                Value::Scalar(x) => return Tensor::scalar(*x),
+            match nodes.value(self.index) {
+                View::Ready(t) => return t.clone(),
+                View::Scalar(x) => return Tensor::scalar(x),
                 _ => {}
             }
         }
@@ -703,7 +925,7 @@ impl<'t> Var<'t> {
     /// The var's shape.
     #[track_caller]
     pub fn shape(&self) -> Shape {
-        Shape::from_slice(self.tape.read("shape")[self.index].shape())
+        Shape::from_slice(self.tape.read("shape").shape(self.index))
     }
 
     /// Whether some [`Tape::var`] leaf reaches this var (so a gradient flows through it).
@@ -759,19 +981,18 @@ impl<'t> Var<'t> {
             busy("backward")
         };
         let root = self.index;
-        if seed.shape() != nodes[root].shape() {
+        if seed.shape() != nodes.shape(root) {
             panic!(
                 "tapegrad: backward_with: seed has shape {:?} but the var has shape {:?} (at {})",
                 seed.shape(),
-                nodes[root].shape(),
+                nodes.shape(root),
                 Location::caller()
             );
         }
         // Fresh slots every sweep: nothing can be left over, even from a sweep that a
         // panicking custom backward unwound.
-        slots.clear();
-        slots.resize_with(root + 1, Slot::default);
-        slots[root] = Slot::from(seed);
+        slots.reset(root + 1);
+        slots.set(root, seed);
         // Who uses each node, built when the sweep meets the first pending node.
         let mut consumers = None;
         // Unsummed nodes `(input, node)` whose gradient went to their pending input: the
@@ -782,60 +1003,59 @@ impl<'t> Var<'t> {
             let node = &nodes[i];
             // A rank-0 node of rank-0 inputs (micrograd's workload): the op's rule on
             // plain numbers.
-            if let (Value::Scalar(out), Slot::Scalar(u), Kind::Op(op)) =
-                (&node.value, &slots[i], &node.kind)
+            if let (true, Slot::Scalar(u)) = (node.inline, slots.list[i])
+                && let Some(op) = nodes.op(i)
+                && let Some(x) = scalar_operands(&nodes, node)
+                && let Some(local) = op.backward_scalar(x, node.scalar, u)
             {
-                let inputs = node.inputs.as_slice();
-                let x = scalar_operands(&nodes, inputs);
-                if let Some(local) = x.and_then(|x| op.backward_scalar(x, *out, *u)) {
-                    slots[i] = Slot::Empty;
-                    for (&j, g) in inputs.iter().zip(local) {
-                        if nodes[j].tracked {
-                            slots[j].add_scalar(g);
-                        }
+                slots.list[i] = Slot::Empty;
+                for (&j, g) in node.inputs[..node.arity as usize].iter().zip(local) {
+                    if nodes[j].tracked {
+                        slots.add_scalar(j, g);
                     }
-                    continue;
                 }
+                continue;
             }
             // Leaves keep their slot (read below); a node with only constants behind it
             // has nobody to pass a gradient to.
-            let Kind::Op(op) = &node.kind else { continue };
+            let Some(op) = nodes.op(i) else { continue };
             if !node.tracked {
                 continue;
             }
-            if node.is_pending() {
+            if nodes.is_pending(i) {
                 // The top of a fused region: its whole backward in one pass, unless
                 // that would change the order gradients are summed in.
                 let consumers =
                     consumers.get_or_insert_with(|| fusion::Consumers::new(&nodes, root));
-                if matches!(slots[i], Slot::Empty) {
+                if slots.is_empty(i) {
                     continue;
                 }
                 let want_sum = unsummed.iter().any(|&(a, _)| a == i);
                 if let Some(sum) = fusion::backward(&nodes, &mut slots, consumers, i, want_sum) {
                     for &(_, j) in unsummed.iter().filter(|&&(a, _)| a == i) {
-                        let value_of_sum = nodes[j].op().value_of_sum().expect("a sum");
+                        let value_of_sum = nodes.op(j).and_then(|op| op.value_of_sum());
+                        let value_of_sum = value_of_sum.expect("a sum");
                         let sum = sum.expect("the region summed its top");
-                        summed.push((j, value_of_sum(sum, node.len())));
+                        summed.push((j, value_of_sum(sum, nodes.numel(i))));
                     }
                     continue;
                 }
             }
-            let upstream = std::mem::take(&mut slots[i]);
-            let inputs = node.inputs.as_slice();
+            let inputs = nodes.inputs(i);
             // `sum` or `mean` of a pending node: its gradient without its elements.
-            if let ([a], Slot::Scalar(u)) = (inputs, &upstream) {
+            if let ([a], Slot::Scalar(u)) = (inputs, slots.list[i]) {
                 let a = *a;
-                let local = op.grad_of_sum(*u, nodes[a].len());
-                if let (true, Some(g)) = (nodes[a].is_pending(), local) {
-                    slots[a].add_scalar(g);
-                    if matches!(node.value, Value::Unsummed) {
+                let local = op.grad_of_sum(u, nodes.numel(a));
+                if let (true, Some(g)) = (nodes.is_pending(a), local) {
+                    slots.list[i] = Slot::Empty;
+                    slots.add_scalar(a, g);
+                    if matches!(nodes.value(i), View::Unsummed) {
                         unsummed.push((a, i));
                     }
                     continue;
                 }
             }
-            let Some(upstream) = upstream.into_tensor() else {
+            let Some(upstream) = slots.take(i) else {
                 continue;
             };
             // Values of pending nodes (a region the sweep takes node by node) are
@@ -859,7 +1079,7 @@ impl<'t> Var<'t> {
             };
             for (&j, g) in inputs.iter().zip(local) {
                 if let Some(g) = g {
-                    slots[j].add(g);
+                    slots.add(j, g);
                 }
             }
         }
@@ -868,10 +1088,8 @@ impl<'t> Var<'t> {
         let vars = self.tape.vars.borrow();
         let mut leaves = Vec::with_capacity(vars.len());
         for &i in vars.iter() {
-            let grad = slots
-                .get_mut(i)
-                .and_then(|g| std::mem::take(g).into_tensor());
-            let shape = nodes[i].shape();
+            let grad = (i <= root).then(|| slots.take(i)).flatten();
+            let shape = nodes.shape(i);
             let g = match grad {
                 Some(g) if g.shape() == shape => g,
                 Some(g) => g.broadcast_to(shape),
@@ -888,7 +1106,7 @@ impl<'t> Var<'t> {
             && let Ok(mut nodes) = self.tape.nodes.try_borrow_mut()
         {
             for (j, value) in summed {
-                nodes[j].value = Value::Scalar(value);
+                nodes.set_value(j, Value::Scalar(value));
             }
         }
         Gradients {
@@ -902,70 +1120,104 @@ impl<'t> Var<'t> {
 /// The operands of a one- or two-input node as plain numbers, if all are rank-0 (the
 /// second is 0 for one input): what `Op::backward_scalar` takes.
 #[inline(always)]
-fn scalar_operands(nodes: &[Node], inputs: &[usize]) -> Option<[f64; 2]> {
-    let scalar = |j: usize| nodes[j].scalar();
-    match *inputs {
-        [a] => scalar(a).map(|a| [a, 0.0]),
-        [a, b] => scalar(a).zip(scalar(b)).map(|(a, b)| [a, b]),
+fn scalar_operands(nodes: &Nodes, node: &Node) -> Option<[f64; 2]> {
+    let scalar = |j: usize| nodes.scalar(j);
+    match node.arity {
+        1 => scalar(node.inputs[0]).map(|a| [a, 0.0]),
+        2 => scalar(node.inputs[0])
+            .zip(scalar(node.inputs[1]))
+            .map(|(a, b)| [a, b]),
         _ => None,
     }
 }
 
 /// A node's gradient slot during the sweep: the sum of what its consumers sent back so
 /// far. One that is the same for every element is a plain number (it broadcasts like a
-/// rank-0 tensor), which keeps rank-0 graphs free of tensor moves.
-#[derive(Default)]
+/// rank-0 tensor), which keeps rank-0 graphs free of tensor moves. `Copy`, so a sweep
+/// over 10^6 rank-0 nodes resets and clears its slots without visiting each.
+#[derive(Clone, Copy, Default)]
 pub(crate) enum Slot {
     #[default]
     Empty,
     Scalar(f64),
-    /// Boxed so that a slot is 16 bytes: a sweep over 10^6 rank-0 nodes writes and
-    /// reads every slot, and only non-scalar gradients pay for the box.
-    Full(Box<Tensor>),
+    /// A tensor, kept at this index of `Slots::full`.
+    Full(usize),
 }
 
-impl Slot {
-    fn from(g: Tensor) -> Slot {
-        match g.as_scalar() {
-            Some(x) => Slot::Scalar(x),
-            None => Slot::Full(Box::new(g)),
-        }
+/// The gradient slots of one sweep, one per node, and the tensors they hold.
+#[derive(Default)]
+pub(crate) struct Slots {
+    list: Vec<Slot>,
+    /// The tensors of `Slot::Full` slots (`None` once taken).
+    full: Vec<Option<Tensor>>,
+}
+
+impl Slots {
+    /// Empty slots for `n` nodes.
+    fn reset(&mut self, n: usize) {
+        self.list.clear();
+        self.list.resize(n, Slot::Empty);
+        self.full.clear();
     }
 
-    pub(crate) fn into_tensor(self) -> Option<Tensor> {
-        match self {
+    /// Forget every slot, keeping the allocations.
+    fn clear(&mut self) {
+        self.list.clear();
+        self.full.clear();
+    }
+
+    fn is_empty(&self, j: usize) -> bool {
+        matches!(self.list[j], Slot::Empty)
+    }
+
+    /// Node `j`'s gradient, leaving its slot empty.
+    pub(crate) fn take(&mut self, j: usize) -> Option<Tensor> {
+        match std::mem::take(&mut self.list[j]) {
             Slot::Empty => None,
             Slot::Scalar(x) => Some(Tensor::scalar(x)),
-            Slot::Full(t) => Some(*t),
+            Slot::Full(k) => self.full[k].take(),
         }
     }
 
-    /// Add one more contribution.
-    pub(crate) fn add(&mut self, g: Tensor) {
-        match g.as_scalar() {
-            Some(x) => self.add_scalar(x),
+    /// Set node `j`'s gradient to `g`.
+    pub(crate) fn set(&mut self, j: usize, g: Tensor) {
+        self.list[j] = match g.as_scalar() {
+            Some(x) => Slot::Scalar(x),
             None => {
-                *self = Slot::from(match std::mem::take(self).into_tensor() {
+                self.full.push(Some(g));
+                Slot::Full(self.full.len() - 1)
+            }
+        };
+    }
+
+    /// Add one more contribution to node `j`'s gradient.
+    pub(crate) fn add(&mut self, j: usize, g: Tensor) {
+        match g.as_scalar() {
+            Some(x) => self.add_scalar(j, x),
+            None => {
+                let sum = match self.take(j) {
                     None => g,
                     Some(acc) => accumulate(acc, g),
-                })
+                };
+                self.set(j, sum);
             }
         }
     }
 
-    /// Add a contribution that is the same for every element.
-    #[inline]
-    fn add_scalar(&mut self, g: f64) {
-        match self {
-            Slot::Empty => *self = Slot::Scalar(g),
+    /// Add a contribution that is the same for every element to node `j`'s gradient.
+    #[inline(always)]
+    pub(crate) fn add_scalar(&mut self, j: usize, g: f64) {
+        match &mut self.list[j] {
+            Slot::Empty => self.list[j] = Slot::Scalar(g),
             Slot::Scalar(x) => *x += g,
-            Slot::Full(_) => {
-                let Slot::Full(acc) = std::mem::take(self) else {
-                    unreachable!()
-                };
-                *self = Slot::from(accumulate(*acc, Tensor::scalar(g)));
-            }
+            Slot::Full(_) => self.add_scalar_to_full(j, g),
         }
+    }
+
+    #[inline(never)]
+    fn add_scalar_to_full(&mut self, j: usize, g: f64) {
+        let acc = self.take(j).expect("a full slot holds a tensor");
+        self.set(j, accumulate(acc, Tensor::scalar(g)));
     }
 }
 
@@ -1025,8 +1277,8 @@ impl Gradients {
                 Location::caller()
             );
         }
-        let node = &var.tape.read("wrt")[var.index];
-        let constant = matches!(node.kind, Kind::Leaf) && !node.tracked;
+        let nodes = var.tape.read("wrt");
+        let constant = nodes.is_leaf(var.index) && !nodes[var.index].tracked;
         if constant {
             panic!(
                 "tapegrad: wrt: var #{} is a constant (Tape::constant) and has no gradient; \
@@ -1049,12 +1301,11 @@ impl fmt::Debug for Var<'_> {
         let Ok(nodes) = self.tape.nodes.try_borrow() else {
             return write!(f, "Var(#{} on a busy tape)", self.index);
         };
-        let node = &nodes[self.index];
         write!(
             f,
             "Var(#{} {} {:?})",
             self.index,
-            node.name(),
+            nodes.name(self.index),
             value_of(&nodes, self.index)
         )
     }

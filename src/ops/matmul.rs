@@ -90,6 +90,6 @@ impl<'t> Var<'t> {
     /// different tapes.
     #[track_caller]
     pub fn matmul(self, other: Var<'t>) -> Var<'t> {
-        self.tape.push(Box::new(MatMul), &[self, other])
+        self.tape.push(MatMul, &[self, other])
     }
 }

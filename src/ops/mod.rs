@@ -57,11 +57,11 @@ struct Elementwise<R>(R);
 pub(crate) fn record<'t, R: PerElement>(rule: R, inputs: &[Var<'t>]) -> Var<'t> {
     let tape = inputs[0].tape;
     // Rank-0 operands (micrograd's workload): the rule on plain numbers, no tensors.
-    if let Some(([a, b], tracked)) = tape.scalars(inputs) {
-        let value = rule.value(a, b);
-        return tape.push_scalar(Box::new(Elementwise(rule)), inputs, value, tracked);
+    let value = |op: &Elementwise<R>, a, b| op.0.value(a, b);
+    match tape.push_scalar(Elementwise(rule), inputs, value) {
+        Ok(var) => var,
+        Err(op) => tape.push(op, inputs),
     }
-    tape.push(Box::new(Elementwise(rule)), inputs)
 }
 
 impl<R: PerElement> Op for Elementwise<R> {

@@ -67,13 +67,13 @@ impl<'t> Var<'t> {
     /// empty var.
     #[track_caller]
     pub fn sum(self) -> Var<'t> {
-        self.tape.push(Box::new(Sum), &[self])
+        self.tape.push(Sum, &[self])
     }
 
     /// Mean of all elements, shape `[]` (NaN for an empty var, like numpy).
     #[track_caller]
     pub fn mean(self) -> Var<'t> {
-        self.tape.push(Box::new(Mean), &[self])
+        self.tape.push(Mean, &[self])
     }
 }
 
@@ -126,7 +126,7 @@ impl<'t> Var<'t> {
     /// If `axis` is not below the var's rank (the message names the axis and the shape).
     #[track_caller]
     pub fn sum_axis(self, axis: usize) -> Var<'t> {
-        self.tape.push(Box::new(SumAxis(axis)), &[self])
+        self.tape.push(SumAxis(axis), &[self])
     }
 }
 
@@ -266,7 +266,7 @@ impl<'t> Var<'t> {
     /// nothing), naming the axis and the shape.
     #[track_caller]
     pub fn max_axis(self, axis: usize) -> Var<'t> {
-        self.tape.push(Box::new(MaxAxis(axis)), &[self])
+        self.tape.push(MaxAxis(axis), &[self])
     }
 
     /// The minimum along `axis`, the mirror of [`Var::max_axis`].
@@ -275,7 +275,7 @@ impl<'t> Var<'t> {
     /// As [`Var::max_axis`].
     #[track_caller]
     pub fn min_axis(self, axis: usize) -> Var<'t> {
-        self.tape.push(Box::new(MinAxis(axis)), &[self])
+        self.tape.push(MinAxis(axis), &[self])
     }
 
     /// The mean along `axis`, which is dropped (`np.mean(x, axis)`): `sum_axis` divided
@@ -407,7 +407,7 @@ impl<'t> Var<'t> {
     /// If `axis` is not below the rank.
     #[track_caller]
     pub fn logsumexp_axis(self, axis: usize) -> Var<'t> {
-        self.tape.push(Box::new(LogSumExpAxis(axis)), &[self])
+        self.tape.push(LogSumExpAxis(axis), &[self])
     }
 }
 
@@ -548,7 +548,7 @@ impl<'t> Var<'t> {
     /// If `axis` is not below the rank.
     #[track_caller]
     pub fn softmax(self, axis: usize) -> Var<'t> {
-        self.tape.push(Box::new(Softmax(axis)), &[self])
+        self.tape.push(Softmax(axis), &[self])
     }
 
     /// `x - logsumexp(x)` along `axis` (same shape as the input), computed stably: the
@@ -558,6 +558,6 @@ impl<'t> Var<'t> {
     /// If `axis` is not below the rank.
     #[track_caller]
     pub fn log_softmax(self, axis: usize) -> Var<'t> {
-        self.tape.push(Box::new(LogSoftmax(axis)), &[self])
+        self.tape.push(LogSoftmax(axis), &[self])
     }
 }

@@ -34,8 +34,7 @@ impl<'t> Var<'t> {
     /// If the element counts differ.
     #[track_caller]
     pub fn reshape(self, shape: &[usize]) -> Var<'t> {
-        self.tape
-            .push(Box::new(Reshape(Shape::from_slice(shape))), &[self])
+        self.tape.push(Reshape(Shape::from_slice(shape)), &[self])
     }
 }
 
@@ -95,7 +94,7 @@ impl<'t> Var<'t> {
     /// `[c, b, a]`; a rank-0 or 1-d var is unchanged.
     #[track_caller]
     pub fn transpose(self) -> Var<'t> {
-        self.tape.push(Box::new(Transpose), &[self])
+        self.tape.push(Transpose, &[self])
     }
 }
 
@@ -130,7 +129,7 @@ impl<'t> Var<'t> {
     #[track_caller]
     pub fn broadcast_to(self, shape: &[usize]) -> Var<'t> {
         self.tape
-            .push(Box::new(BroadcastTo(Shape::from_slice(shape))), &[self])
+            .push(BroadcastTo(Shape::from_slice(shape)), &[self])
     }
 
     /// A new axis of length 1 at position `axis` (`np.expand_dims`; `axis` may be the
@@ -249,7 +248,7 @@ impl<'t> Var<'t> {
             axis,
             indices: indices.to_vec(),
         };
-        self.tape.push(Box::new(op), &[self])
+        self.tape.push(op, &[self])
     }
 }
 
@@ -328,7 +327,7 @@ where
     (A, B): Operands<'t>,
 {
     let (a, b) = (a, b).vars();
-    a.tape.push(Box::new(Select(cond.clone())), &[a, b])
+    a.tape.push(Select(cond.clone()), &[a, b])
 }
 
 // ---- one_hot: the constant that picks a class ----------------------------------------
