@@ -273,52 +273,58 @@ impl Nodes {
     /// Append a node (`op` `None` for a leaf) and return its index.
     #[inline]
     fn push(&mut self, op: Option<Held>, inputs: &[usize], value: Value, tracked: bool) -> usize {
-        let mut node = Node {
-            op: None,
-            inputs: [0; 2],
-            scalar: 0.0,
-            side: NO_SIDE,
-            arity: 0,
-            inline: false,
-            tracked,
+        let (op, side_op) = match op {
+            Some(Held::Static(op)) => (Some(op), None),
+            Some(Held::Boxed(op)) => (None, Some(op)),
+            None => (None, None),
         };
-        let mut side = Side::default();
-        match op {
-            Some(Held::Static(op)) => node.op = Some(op),
-            Some(Held::Boxed(op)) => side.op = Some(op),
-            None => {}
-        }
-        match *inputs {
-            [] | [_] | [_, _] => {
-                node.inputs[..inputs.len()].copy_from_slice(inputs);
-                node.arity = inputs.len() as u8;
-            }
+        let (arity, inputs) = match *inputs {
+            [] => (0, [0; 2]),
+            [a] => (1, [a, 0]),
+            [a, b] => (2, [a, b]),
             _ => {
-                node.inputs = [self.more.len(), inputs.len()];
                 self.more.extend_from_slice(inputs);
-                node.arity = MANY;
+                (MANY, [self.more.len() - inputs.len(), inputs.len()])
             }
-        }
-        match value {
-            Value::Scalar(x) => (node.scalar, node.inline) = (x, true),
-            value => side.value = Some(value),
-        }
-        if side.value.is_some() || side.op.is_some() {
-            if self.sides.capacity() == 0 {
-                // (a small graph's side entries in one allocation)
-                self.sides.reserve(16);
-            }
-            node.side = u32::try_from(self.sides.len())
-                .ok()
-                .filter(|&s| s != NO_SIDE)
-                .expect("tapegrad: a tape holds at most 2^32 - 1 nodes that are not rank-0");
-            self.sides.push(side);
-        }
+        };
+        let (scalar, side_value) = match value {
+            Value::Scalar(x) => (x, None),
+            value => (0.0, Some(value)),
+        };
+        let inline = side_value.is_none();
+        let side = match (side_value, side_op) {
+            (None, None) => NO_SIDE,
+            (value, op) => self.push_side(Side { value, op }),
+        };
         if self.list.capacity() == 0 {
+            // (a small graph's nodes in one allocation)
             self.list.reserve(16);
         }
-        self.list.push(node);
+        self.list.push(Node {
+            op,
+            inputs,
+            scalar,
+            side,
+            arity,
+            inline,
+            tracked,
+        });
         self.list.len() - 1
+    }
+
+    /// Append a side entry and return its index.
+    fn push_side(&mut self, side: Side) -> u32 {
+        if self.sides.capacity() == 0 {
+            // (a small graph's side entries in one allocation)
+            self.sides.reserve(16);
+        }
+        let index = u32::try_from(self.sides.len())
+            .ok()
+            .filter(|&s| s != NO_SIDE);
+        let index =
+            index.expect("tapegrad: a tape holds at most 2^32 - 1 nodes that are not rank-0");
+        self.sides.push(side);
+        index
     }
 
     fn side(&self, j: usize) -> Option<&Side> {
@@ -365,16 +371,16 @@ impl Nodes {
             }
             value => {
                 node.inline = false;
-                if node.side == NO_SIDE {
-                    node.side = u32::try_from(self.sides.len())
-                        .ok()
-                        .filter(|&s| s != NO_SIDE)
-                        .expect(
-                            "tapegrad: a tape holds at most 2^32 - 1 nodes that are not rank-0",
-                        );
-                    self.sides.push(Side::default());
+                match node.side {
+                    NO_SIDE => {
+                        let side = Side {
+                            value: Some(value),
+                            op: None,
+                        };
+                        self.list[j].side = self.push_side(side);
+                    }
+                    s => self.sides[s as usize].value = Some(value),
                 }
-                self.sides[node.side as usize].value = Some(value);
             }
         }
     }
@@ -459,23 +465,33 @@ impl Nodes {
 }
 
 /// Node `j`'s value, computed (not kept) if it is pending.
+#[inline]
 pub(crate) fn value_of(nodes: &Nodes, j: usize) -> Cow<'_, Tensor> {
     match nodes.value(j) {
         View::Ready(t) => Cow::Borrowed(t),
         View::Scalar(x) => Cow::Owned(Tensor::scalar(x)),
-        View::Pending(_) => Cow::Owned(fusion::evaluate(nodes, j)),
-        View::Unsummed => Cow::Owned(Tensor::scalar(unsummed_value(nodes, j))),
+        View::Pending(_) | View::Unsummed => Cow::Owned(computed(nodes, j)),
+    }
+}
+
+/// The value of the pending or unsummed node `j`, computed.
+#[inline(never)]
+fn computed(nodes: &Nodes, j: usize) -> Tensor {
+    match nodes.value(j) {
+        View::Pending(_) => fusion::evaluate(nodes, j),
+        View::Unsummed => Tensor::scalar(unsummed_value(nodes, j)),
+        View::Ready(t) => t.clone(),
+        View::Scalar(x) => Tensor::scalar(x),
     }
 }
 
 /// Lay out node `j`'s value and keep it, if it is pending or unsummed.
+#[inline]
 pub(crate) fn lay_out(nodes: &mut Nodes, j: usize) {
-    let value = match nodes.value(j) {
-        View::Ready(_) | View::Scalar(_) => return,
-        View::Pending(_) => Value::Ready(fusion::evaluate(nodes, j)),
-        View::Unsummed => Value::Scalar(unsummed_value(nodes, j)),
-    };
-    nodes.set_value(j, value);
+    if let View::Pending(_) | View::Unsummed = nodes.value(j) {
+        let value = Value::of(computed(nodes, j));
+        nodes.set_value(j, value);
+    }
 }
 
 /// The value of the unsummed node `j` (`sum` or `mean` of one input): the input's
