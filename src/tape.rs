@@ -39,9 +39,10 @@ pub(crate) trait Op {
         tracked: &[bool],
     ) -> InputGrads;
     /// The backward rule on rank-0 operands as plain numbers: the gradients of the (up
-    /// to two) inputs, `upstream` already applied.
-    fn backward_scalar(&self, _inputs: [f64; 2], _out: f64, _upstream: f64) -> Option<[f64; 2]> {
-        None
+    /// to two) inputs, `upstream` already applied. Called only for the nodes that
+    /// [`Tape::push_scalar`] recorded, all of elementwise ops.
+    fn backward_scalar(&self, _a: f64, _b: f64, _out: f64, _upstream: f64) -> (f64, f64) {
+        unreachable!("{} has no rule on plain numbers", self.name())
     }
     /// The block rules of an elementwise op, which a fused tape may defer and evaluate
     /// block by block (see `fusion.rs`); `None` for the other ops.
@@ -160,6 +161,9 @@ pub(crate) struct Node {
     arity: u8,
     /// Whether the value is `scalar` (else it is in the side entry).
     inline: bool,
+    /// Whether `Tape::push_scalar` recorded it: its op is elementwise, held in `op`, and
+    /// its inputs are plain numbers (`inline`), so the sweep runs `Op::backward_scalar`.
+    rule: bool,
     /// Whether some `Tape::var` leaf reaches this node (so a gradient must flow here).
     pub(crate) tracked: bool,
 }
@@ -307,6 +311,7 @@ impl Nodes {
             side,
             arity,
             inline,
+            rule: false,
             tracked,
         });
         self.list.len() - 1
@@ -413,14 +418,6 @@ impl Nodes {
             View::Ready(t) => t,
             _ => unreachable!("a node that holds no tensor was read as one"),
         }
-    }
-
-    /// The value of node `j` as a plain number, if it is rank-0 and laid out (a rank-0
-    /// value is always kept as one: `Value::of`).
-    #[inline]
-    fn scalar(&self, j: usize) -> Option<f64> {
-        let node = &self.list[j];
-        node.inline.then_some(node.scalar)
     }
 
     pub(crate) fn is_pending(&self, j: usize) -> bool {
@@ -697,6 +694,7 @@ impl Tape {
                     side: NO_SIDE,
                     arity,
                     inline: true,
+                    rule: true,
                     tracked,
                 });
                 nodes.list.len() - 1
@@ -1019,15 +1017,22 @@ impl<'t> Var<'t> {
             let node = &nodes[i];
             // A rank-0 node of rank-0 inputs (micrograd's workload): the op's rule on
             // plain numbers.
-            if let (true, Slot::Scalar(u)) = (node.inline, slots.list[i])
-                && let Some(op) = nodes.op(i)
-                && let Some(x) = scalar_operands(&nodes, node)
-                && let Some(local) = op.backward_scalar(x, node.scalar, u)
-            {
+            if let (true, Some(op), Slot::Scalar(u)) = (node.rule, node.op, slots.list[i]) {
+                let [a, b] = node.inputs;
                 slots.list[i] = Slot::Empty;
-                for (&j, g) in node.inputs[..node.arity as usize].iter().zip(local) {
-                    if nodes[j].tracked {
-                        slots.add_scalar(j, g);
+                if node.arity == 1 {
+                    let (g, _) = op.backward_scalar(nodes[a].scalar, 0.0, node.scalar, u);
+                    if nodes[a].tracked {
+                        slots.add_scalar(a, g);
+                    }
+                } else {
+                    let (x, y) = (nodes[a].scalar, nodes[b].scalar);
+                    let (ga, gb) = op.backward_scalar(x, y, node.scalar, u);
+                    if nodes[a].tracked {
+                        slots.add_scalar(a, ga);
+                    }
+                    if nodes[b].tracked {
+                        slots.add_scalar(b, gb);
                     }
                 }
                 continue;
@@ -1130,20 +1135,6 @@ impl<'t> Var<'t> {
             nodes: count,
             tape: self.tape.id,
         }
-    }
-}
-
-/// The operands of a one- or two-input node as plain numbers, if all are rank-0 (the
-/// second is 0 for one input): what `Op::backward_scalar` takes.
-#[inline(always)]
-fn scalar_operands(nodes: &Nodes, node: &Node) -> Option<[f64; 2]> {
-    let scalar = |j: usize| nodes.scalar(j);
-    match node.arity {
-        1 => scalar(node.inputs[0]).map(|a| [a, 0.0]),
-        2 => scalar(node.inputs[0])
-            .zip(scalar(node.inputs[1]))
-            .map(|(a, b)| [a, b]),
-        _ => None,
     }
 }
 

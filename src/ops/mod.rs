@@ -100,8 +100,9 @@ impl<R: PerElement> Op for Elementwise<R> {
         }
     }
 
-    fn backward_scalar(&self, [a, b]: [f64; 2], out: f64, u: f64) -> Option<[f64; 2]> {
-        Some(self.0.grad(a, b, out, u))
+    fn backward_scalar(&self, a: f64, b: f64, out: f64, u: f64) -> (f64, f64) {
+        let [ga, gb] = self.0.grad(a, b, out, u);
+        (ga, gb)
     }
 
     fn block(&self) -> Option<&dyn Block> {
