@@ -444,7 +444,7 @@ impl Consumers {
         let count = root + 1;
         let mut start = vec![0usize; count + 1];
         for c in 0..count {
-            for &j in nodes.inputs(c) {
+            for &j in nodes.inputs(c).iter() {
                 start[j + 1] += 1;
             }
         }
@@ -454,7 +454,7 @@ impl Consumers {
         let mut fill = start.clone();
         let mut list = vec![0; start[count]];
         for c in 0..count {
-            for &j in nodes.inputs(c) {
+            for &j in nodes.inputs(c).iter() {
                 list[fill[j]] = c;
                 fill[j] += 1;
             }
@@ -638,7 +638,7 @@ pub(crate) fn backward(
     // and `top` (that op's gradient would arrive in between).
     let mut inputs: Vec<usize> = Vec::new();
     for &r in &region {
-        for &j in nodes.inputs(r) {
+        for &j in nodes.inputs(r).iter() {
             if nodes[j].tracked && !region.contains(&j) && !inputs.contains(&j) {
                 inputs.push(j);
             }

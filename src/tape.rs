@@ -151,8 +151,9 @@ pub(crate) struct Node {
     /// an op kept in the side entry.
     op: Option<&'static dyn Op>,
     /// The inputs, `arity` of them; for more than two, where they start in
-    /// `Nodes::more` and how many.
-    inputs: [usize; 2],
+    /// `Nodes::more` and how many. (`u32`, for a smaller node: a tape holds fewer than
+    /// 2^32 nodes.)
+    inputs: [u32; 2],
     /// The value, if `inline` (a rank-0 value laid out).
     scalar: f64,
     /// The side entry's index in `Nodes::sides`, or `NO_SIDE`.
@@ -171,6 +172,24 @@ pub(crate) struct Node {
 const NO_SIDE: u32 = u32::MAX;
 /// `Node::arity` of a node whose inputs are in `Nodes::more`.
 const MANY: u8 = u8::MAX;
+
+/// A node's inputs, read as a slice of indices.
+pub(crate) enum Inputs<'a> {
+    /// Up to two (the count), from the node itself.
+    Inline([usize; 2], u8),
+    Many(&'a [usize]),
+}
+
+impl std::ops::Deref for Inputs<'_> {
+    type Target = [usize];
+    #[inline]
+    fn deref(&self) -> &[usize] {
+        match self {
+            Inputs::Inline(inputs, n) => &inputs[..*n as usize],
+            Inputs::Many(inputs) => inputs,
+        }
+    }
+}
 
 /// What a node holds that does not fit in a [`Node`].
 #[derive(Default)]
@@ -282,13 +301,18 @@ impl Nodes {
             Some(Held::Boxed(op)) => (None, Some(op)),
             None => (None, None),
         };
+        let index = self.next_index();
+        // (inputs are earlier nodes: below `index`, so they fit in a u32)
         let (arity, inputs) = match *inputs {
             [] => (0, [0; 2]),
-            [a] => (1, [a, 0]),
-            [a, b] => (2, [a, b]),
+            [a] => (1, [a as u32, 0]),
+            [a, b] => (2, [a as u32, b as u32]),
             _ => {
+                let start = u32::try_from(self.more.len()).ok();
+                let start = start
+                    .expect("tapegrad: a tape holds at most 2^32 inputs of ops of more than two");
                 self.more.extend_from_slice(inputs);
-                (MANY, [self.more.len() - inputs.len(), inputs.len()])
+                (MANY, [start, inputs.len() as u32])
             }
         };
         let (scalar, side_value) = match value {
@@ -314,7 +338,17 @@ impl Nodes {
             rule: false,
             tracked,
         });
-        self.list.len() - 1
+        index
+    }
+
+    /// The index of the next node, checked to fit in a `u32` (with room for one more).
+    #[inline]
+    fn next_index(&self) -> usize {
+        let index = self.list.len();
+        if index >= u32::MAX as usize {
+            panic!("tapegrad: a tape holds at most 2^32 - 1 nodes; clear it or start a new one");
+        }
+        index
     }
 
     /// Append a side entry and return its index.
@@ -341,11 +375,12 @@ impl Nodes {
 
     /// Node `j`'s inputs.
     #[inline]
-    pub(crate) fn inputs(&self, j: usize) -> &[usize] {
+    pub(crate) fn inputs(&self, j: usize) -> Inputs<'_> {
         let node = &self.list[j];
+        let [a, b] = node.inputs.map(|k| k as usize);
         match node.arity {
-            MANY => &self.more[node.inputs[0]..node.inputs[0] + node.inputs[1]],
-            n => &node.inputs[..n as usize],
+            MANY => Inputs::Many(&self.more[a..a + b]),
+            n => Inputs::Inline([a, b], n),
         }
     }
 
@@ -674,10 +709,11 @@ impl Tape {
             (node.inline && std::ptr::eq(v.tape, self)).then_some((node.scalar, node.tracked))
         };
         let found = match *inputs {
-            [a] => scalar(&a).map(|(x, t)| ([x, 0.0], t, [a.index, 0], 1)),
+            // (inputs are nodes of this tape: below 2^32)
+            [a] => scalar(&a).map(|(x, t)| ([x, 0.0], t, [a.index as u32, 0], 1)),
             [a, b] => scalar(&a)
                 .zip(scalar(&b))
-                .map(|((x, s), (y, t))| ([x, y], s || t, [a.index, b.index], 2)),
+                .map(|((x, s), (y, t))| ([x, y], s || t, [a.index as u32, b.index as u32], 2)),
             _ => None,
         };
         let Some((x, tracked, inputs, arity)) = found else {
@@ -687,6 +723,7 @@ impl Tape {
         let index = match Held::of(op) {
             // (the whole node in one write: no side entry)
             Held::Static(op) => {
+                let index = nodes.next_index();
                 nodes.list.push(Node {
                     op: Some(op),
                     inputs,
@@ -697,14 +734,13 @@ impl Tape {
                     rule: true,
                     tracked,
                 });
-                nodes.list.len() - 1
+                index
             }
-            held => nodes.push(
-                Some(held),
-                &inputs[..arity as usize],
-                Value::Scalar(scalar),
-                tracked,
-            ),
+            held => {
+                let inputs = inputs.map(|k| k as usize);
+                let inputs = &inputs[..arity as usize];
+                nodes.push(Some(held), inputs, Value::Scalar(scalar), tracked)
+            }
         };
         Ok(Var { tape: self, index })
     }
@@ -1018,7 +1054,7 @@ impl<'t> Var<'t> {
             // A rank-0 node of rank-0 inputs (micrograd's workload): the op's rule on
             // plain numbers.
             if let (true, Some(op), Slot::Scalar(u)) = (node.rule, node.op, slots.list[i]) {
-                let [a, b] = node.inputs;
+                let [a, b] = node.inputs.map(|k| k as usize);
                 slots.list[i] = Slot::Empty;
                 if node.arity == 1 {
                     let (g, _) = op.backward_scalar(nodes[a].scalar, 0.0, node.scalar, u);
@@ -1064,7 +1100,7 @@ impl<'t> Var<'t> {
             }
             let inputs = nodes.inputs(i);
             // `sum` or `mean` of a pending node: its gradient without its elements.
-            if let ([a], Slot::Scalar(u)) = (inputs, slots.list[i]) {
+            if let ([a], Slot::Scalar(u)) = (&*inputs, slots.list[i]) {
                 let a = *a;
                 let local = op.grad_of_sum(u, nodes.numel(a));
                 if let (true, Some(g)) = (nodes.is_pending(a), local) {
