@@ -623,7 +623,6 @@ impl Tape {
     /// Gradients of the old recording no longer answer for vars of the new one.
     pub fn clear(&mut self) {
         self.nodes.get_mut().clear();
-        self.slots.get_mut().clear();
         self.vars.get_mut().clear();
         self.id = NEXT_TAPE_ID.fetch_add(1, Ordering::Relaxed);
     }
@@ -1039,7 +1038,7 @@ impl<'t> Var<'t> {
                 Location::caller()
             );
         }
-        // Fresh slots every sweep: nothing can be left over, even from a sweep that a
+        // Empty slots every sweep: nothing can be left over, even from a sweep that a
         // panicking custom backward unwound.
         slots.reset(root + 1);
         slots.set(root, seed);
@@ -1053,9 +1052,9 @@ impl<'t> Var<'t> {
             let node = &nodes[i];
             // A rank-0 node of rank-0 inputs (micrograd's workload): the op's rule on
             // plain numbers.
-            if let (true, Some(op), Slot::Scalar(u)) = (node.rule, node.op, slots.list[i]) {
+            if let (true, Some(op), Slot::Scalar(u)) = (node.rule, node.op, slots.get(i)) {
                 let [a, b] = node.inputs.map(|k| k as usize);
-                slots.list[i] = Slot::Empty;
+                slots.put(i, Slot::Empty);
                 if node.arity == 1 {
                     let (g, _) = op.backward_scalar(nodes[a].scalar, 0.0, node.scalar, u);
                     if nodes[a].tracked {
@@ -1100,11 +1099,11 @@ impl<'t> Var<'t> {
             }
             let inputs = nodes.inputs(i);
             // `sum` or `mean` of a pending node: its gradient without its elements.
-            if let ([a], Slot::Scalar(u)) = (&*inputs, slots.list[i]) {
+            if let ([a], Slot::Scalar(u)) = (&*inputs, slots.get(i)) {
                 let a = *a;
                 let local = op.grad_of_sum(u, nodes.numel(a));
                 if let (true, Some(g)) = (nodes.is_pending(a), local) {
-                    slots.list[i] = Slot::Empty;
+                    slots.put(i, Slot::Empty);
                     slots.add_scalar(a, g);
                     if matches!(nodes.value(i), View::Unsummed) {
                         unsummed.push((a, i));
@@ -1154,7 +1153,7 @@ impl<'t> Var<'t> {
             };
             leaves.push((i, g));
         }
-        slots.clear();
+        slots.full.clear();
         let count = nodes.len();
         drop(nodes);
         // Keep what the sweep summed (a custom op's backward asking for a value holds
@@ -1176,46 +1175,93 @@ impl<'t> Var<'t> {
 
 /// A node's gradient slot during the sweep: the sum of what its consumers sent back so
 /// far. One that is the same for every element is a plain number (it broadcasts like a
-/// rank-0 tensor), which keeps rank-0 graphs free of tensor moves. `Copy`, so a sweep
-/// over 10^6 rank-0 nodes resets and clears its slots without visiting each.
-#[derive(Clone, Copy, Default)]
+/// rank-0 tensor), which keeps rank-0 graphs free of tensor moves.
+#[derive(Clone, Copy)]
 pub(crate) enum Slot {
-    #[default]
     Empty,
     Scalar(f64),
     /// A tensor, kept at this index of `Slots::full`.
     Full(usize),
 }
 
+/// A [`Slot`] as `Slots` keeps it, stamped with the sweep that wrote it (16 bytes).
+#[derive(Clone, Copy, Default)]
+struct Stamped {
+    sweep: u32,
+    /// `EMPTY`, `SCALAR` (`value` is the number) or `FULL` (`value`'s bits are the index).
+    state: u8,
+    value: f64,
+}
+
+const EMPTY: u8 = 0;
+const SCALAR: u8 = 1;
+const FULL: u8 = 2;
+
 /// The gradient slots of one sweep, one per node, and the tensors they hold.
+///
+/// The slots are kept from sweep to sweep (on this recording or the next), each stamped
+/// with the sweep that wrote it: a slot that an earlier sweep wrote reads as empty. So
+/// a sweep never empties the slots of the one before, even one that a panicking custom
+/// backward cut short, and a sweep over 10^6 rank-0 nodes writes each slot only when a
+/// gradient arrives.
 #[derive(Default)]
 pub(crate) struct Slots {
-    list: Vec<Slot>,
+    list: Vec<Stamped>,
     /// The tensors of `Slot::Full` slots (`None` once taken).
     full: Vec<Option<Tensor>>,
+    /// The stamp of the current sweep (never 0, which no sweep writes).
+    sweep: u32,
 }
 
 impl Slots {
-    /// Empty slots for `n` nodes.
+    /// Empty slots for `n` nodes: a new stamp.
     fn reset(&mut self, n: usize) {
-        self.list.clear();
-        self.list.resize(n, Slot::Empty);
+        self.sweep = self.sweep.wrapping_add(1);
+        if self.sweep == 0 {
+            // (after 2^32 - 1 sweeps, stamps come round again: forget the old ones)
+            self.list.clear();
+            self.sweep = 1;
+        }
+        if self.list.len() < n {
+            self.list.resize(n, Stamped::default());
+        }
         self.full.clear();
     }
 
-    /// Forget every slot, keeping the allocations.
-    fn clear(&mut self) {
-        self.list.clear();
-        self.full.clear();
+    /// Node `j`'s slot.
+    #[inline(always)]
+    pub(crate) fn get(&self, j: usize) -> Slot {
+        let s = self.list[j];
+        match (s.sweep == self.sweep, s.state) {
+            (true, SCALAR) => Slot::Scalar(s.value),
+            (true, FULL) => Slot::Full(s.value.to_bits() as usize),
+            _ => Slot::Empty,
+        }
+    }
+
+    #[inline(always)]
+    fn put(&mut self, j: usize, slot: Slot) {
+        let (state, value) = match slot {
+            Slot::Empty => (EMPTY, 0.0),
+            Slot::Scalar(x) => (SCALAR, x),
+            Slot::Full(k) => (FULL, f64::from_bits(k as u64)),
+        };
+        self.list[j] = Stamped {
+            sweep: self.sweep,
+            state,
+            value,
+        };
     }
 
     fn is_empty(&self, j: usize) -> bool {
-        matches!(self.list[j], Slot::Empty)
+        matches!(self.get(j), Slot::Empty)
     }
 
     /// Node `j`'s gradient, leaving its slot empty.
     pub(crate) fn take(&mut self, j: usize) -> Option<Tensor> {
-        match std::mem::take(&mut self.list[j]) {
+        let slot = self.get(j);
+        self.put(j, Slot::Empty);
+        match slot {
             Slot::Empty => None,
             Slot::Scalar(x) => Some(Tensor::scalar(x)),
             Slot::Full(k) => self.full[k].take(),
@@ -1224,13 +1270,14 @@ impl Slots {
 
     /// Set node `j`'s gradient to `g`.
     pub(crate) fn set(&mut self, j: usize, g: Tensor) {
-        self.list[j] = match g.as_scalar() {
+        let slot = match g.as_scalar() {
             Some(x) => Slot::Scalar(x),
             None => {
                 self.full.push(Some(g));
                 Slot::Full(self.full.len() - 1)
             }
         };
+        self.put(j, slot);
     }
 
     /// Add one more contribution to node `j`'s gradient.
@@ -1250,9 +1297,9 @@ impl Slots {
     /// Add a contribution that is the same for every element to node `j`'s gradient.
     #[inline(always)]
     pub(crate) fn add_scalar(&mut self, j: usize, g: f64) {
-        match &mut self.list[j] {
-            Slot::Empty => self.list[j] = Slot::Scalar(g),
-            Slot::Scalar(x) => *x += g,
+        match self.get(j) {
+            Slot::Empty => self.put(j, Slot::Scalar(g)),
+            Slot::Scalar(x) => self.put(j, Slot::Scalar(x + g)),
             Slot::Full(_) => self.add_scalar_to_full(j, g),
         }
     }

@@ -1066,6 +1066,39 @@ fn a_sweep_that_panicked_leaves_nothing_behind_for_the_next() {
     assert_eq!(g.wrt(x).data(), &[3.0, 3.0]);
 }
 
+/// A sweep that leaves a gradient in a slot (here the seed of a loss with only
+/// constants behind it, which nobody takes) does not leak it into the next sweep, on
+/// the same recording or after `clear`, for a number and for a tensor: the gradients
+/// are those of a fresh tape.
+#[test]
+fn a_slot_left_by_one_sweep_is_not_read_by_the_next() {
+    for shape in [&[][..], &[3][..]] {
+        let mut tape = Tape::new();
+        let c = tape.constant(Tensor::full(shape, 2.0));
+        let _x = tape.var(Tensor::full(shape, 3.0));
+        let stuck = c * c; // node 2: untracked, its seed stays in its slot
+        let g = stuck.backward_with(Tensor::full(shape, 1.0));
+        assert_eq!(g.wrt(_x).data(), Tensor::zeros(shape).data());
+        tape.clear();
+        let x = tape.var(Tensor::full(shape, 3.0));
+        let c = tape.constant(Tensor::full(shape, 2.0));
+        let y = x * c; // node 2 again, tracked now
+        let g = (y * 5.0).sum().backward();
+        assert_eq!(
+            g.wrt(x).data(),
+            Tensor::full(shape, 10.0).data(),
+            "{shape:?}"
+        );
+        // and on the same recording, from another root
+        let g = (y * 7.0).sum().backward();
+        assert_eq!(
+            g.wrt(x).data(),
+            Tensor::full(shape, 14.0).data(),
+            "{shape:?}"
+        );
+    }
+}
+
 /// logsumexp near 0 keeps its relative precision (as scipy's): ln(1 + e^-30) is
 /// 9.357622968839737e-14, and softplus(-30) agrees with it.
 #[test]
