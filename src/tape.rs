@@ -705,12 +705,12 @@ impl Tape {
         };
         let scalar = |v: &Var<'_>| {
             let node = nodes.list.get(v.index)?;
-            (node.inline && std::ptr::eq(v.tape, self)).then_some((node.scalar, node.tracked))
+            node.inline.then_some((node.scalar, node.tracked))
         };
+        // (the first input is of this tape; inputs are its nodes, so below 2^32)
         let found = match *inputs {
-            // (inputs are nodes of this tape: below 2^32)
             [a] => scalar(&a).map(|(x, t)| ([x, 0.0], t, [a.index as u32, 0], 1)),
-            [a, b] => scalar(&a)
+            [a, b] if std::ptr::eq(b.tape, self) => scalar(&a)
                 .zip(scalar(&b))
                 .map(|((x, s), (y, t))| ([x, y], s || t, [a.index as u32, b.index as u32], 2)),
             _ => None,
@@ -719,28 +719,26 @@ impl Tape {
             return Err(op);
         };
         let scalar = value(&op, x[0], x[1]);
-        let index = match Held::of(op) {
-            // (the whole node in one write: no side entry)
-            Held::Static(op) => {
-                let index = nodes.next_index();
-                nodes.list.push(Node {
-                    op: Some(op),
-                    inputs,
-                    scalar,
-                    side: NO_SIDE,
-                    arity,
-                    inline: true,
-                    rule: true,
-                    tracked,
-                });
-                index
-            }
-            held => {
-                let inputs = inputs.map(|k| k as usize);
-                let inputs = &inputs[..arity as usize];
-                nodes.push(Some(held), inputs, Value::Scalar(scalar), tracked)
-            }
-        };
+        let index = nodes.next_index();
+        if std::mem::size_of::<O>() == 0 {
+            // The whole node in one write: no side entry. (A box of a zero-sized op
+            // allocates nothing, and leaking it frees nothing.)
+            let op: &'static dyn Op = Box::leak(Box::new(op));
+            nodes.list.push(Node {
+                op: Some(op),
+                inputs,
+                scalar,
+                side: NO_SIDE,
+                arity,
+                inline: true,
+                rule: true,
+                tracked,
+            });
+        } else {
+            let inputs = inputs.map(|k| k as usize);
+            let inputs = &inputs[..arity as usize];
+            nodes.push(Some(Held::of(op)), inputs, Value::Scalar(scalar), tracked);
+        }
         Ok(Var { tape: self, index })
     }
 
@@ -985,6 +983,7 @@ impl<'t> Var<'t> {
 
     /// [`Var::is_tracked`] of `a` and of `b`, with one look at the tape if they share it.
     #[track_caller]
+    #[inline]
     pub(crate) fn both_tracked(a: Var<'_>, b: Var<'_>) -> (bool, bool) {
         if !std::ptr::eq(a.tape, b.tape) {
             return (a.is_tracked(), b.is_tracked());
@@ -1054,7 +1053,7 @@ impl<'t> Var<'t> {
             // plain numbers.
             if let (true, Some(op), Slot::Scalar(u)) = (node.rule, node.op, slots.get(i)) {
                 let [a, b] = node.inputs.map(|k| k as usize);
-                slots.put(i, Slot::Empty);
+                // (the slot stays: nothing reads a rule node's slot after this)
                 if node.arity == 1 {
                     let (g, _) = op.backward_scalar(nodes[a].scalar, 0.0, node.scalar, u);
                     if nodes[a].tracked {
@@ -1297,10 +1296,18 @@ impl Slots {
     /// Add a contribution that is the same for every element to node `j`'s gradient.
     #[inline(always)]
     pub(crate) fn add_scalar(&mut self, j: usize, g: f64) {
-        match self.get(j) {
-            Slot::Empty => self.put(j, Slot::Scalar(g)),
-            Slot::Scalar(x) => self.put(j, Slot::Scalar(x + g)),
-            Slot::Full(_) => self.add_scalar_to_full(j, g),
+        let sweep = self.sweep;
+        let s = &mut self.list[j];
+        match (s.sweep == sweep, s.state) {
+            (true, SCALAR) => s.value += g,
+            (true, FULL) => self.add_scalar_to_full(j, g),
+            _ => {
+                *s = Stamped {
+                    sweep,
+                    state: SCALAR,
+                    value: g,
+                }
+            }
         }
     }
 

@@ -145,6 +145,7 @@ const SPLIT: u8 = 2;
 /// The tie rule of `max(a, b)` and `min(a, b)`: the untracked operand gets a tie (the
 /// first if neither is tracked: nothing flows then), half to each if both are tracked.
 #[track_caller]
+#[inline]
 fn tie_of(a: Var<'_>, b: Var<'_>) -> u8 {
     match Var::both_tracked(a, b) {
         (true, true) => SPLIT,
