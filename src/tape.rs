@@ -1047,28 +1047,14 @@ impl<'t> Var<'t> {
         // input's region sums it in its pass, and `summed` keeps the values.
         let mut unsummed: SmallVec<[(usize, usize); 1]> = SmallVec::new();
         let mut summed: SmallVec<[(usize, f64); 1]> = SmallVec::new();
-        for i in (0..=root).rev() {
+        let mut next = Some(root);
+        while let Some(i) = next {
+            next = i.checked_sub(1);
             let node = &nodes[i];
-            // A rank-0 node of rank-0 inputs (micrograd's workload): the op's rule on
-            // plain numbers.
-            if let (true, Some(op), Slot::Scalar(u)) = (node.rule, node.op, slots.get(i)) {
-                let [a, b] = node.inputs.map(|k| k as usize);
-                // (the slot stays: nothing reads a rule node's slot after this)
-                if node.arity == 1 {
-                    let (g, _) = op.backward_scalar(nodes[a].scalar, 0.0, node.scalar, u);
-                    if nodes[a].tracked {
-                        slots.add_scalar(a, g);
-                    }
-                } else {
-                    let (x, y) = (nodes[a].scalar, nodes[b].scalar);
-                    let (ga, gb) = op.backward_scalar(x, y, node.scalar, u);
-                    if nodes[a].tracked {
-                        slots.add_scalar(a, ga);
-                    }
-                    if nodes[b].tracked {
-                        slots.add_scalar(b, gb);
-                    }
-                }
+            // A run of rank-0 nodes of rank-0 inputs (micrograd's workload): their
+            // rules on plain numbers, in a loop of their own.
+            if node.rule && !matches!(slots.get(i), Slot::Full(_)) {
+                next = sweep_rules(&nodes.list, &mut slots, i);
                 continue;
             }
             // Leaves keep their slot (read below); a node with only constants behind it
@@ -1169,6 +1155,44 @@ impl<'t> Var<'t> {
             nodes: count,
             tape: self.tape.id,
         }
+    }
+}
+
+/// The sweep over the rank-0 nodes that `Tape::push_scalar` recorded (`Node::rule`),
+/// from node `from` down, while they run: each one's `Op::backward_scalar` adds to its
+/// inputs' slots. Returns the next node to sweep (the first it did not take), if any.
+fn sweep_rules(nodes: &[Node], slots: &mut Slots, from: usize) -> Option<usize> {
+    let mut i = from;
+    loop {
+        let node = &nodes[i];
+        let (true, Some(op)) = (node.rule, node.op) else {
+            return Some(i);
+        };
+        match slots.get(i) {
+            // (the slot stays: nothing reads a rule node's slot after this)
+            Slot::Scalar(u) => {
+                let [a, b] = node.inputs.map(|k| k as usize);
+                if node.arity == 1 {
+                    let (g, _) = op.backward_scalar(nodes[a].scalar, 0.0, node.scalar, u);
+                    if nodes[a].tracked {
+                        slots.add_scalar(a, g);
+                    }
+                } else {
+                    let (x, y) = (nodes[a].scalar, nodes[b].scalar);
+                    let (ga, gb) = op.backward_scalar(x, y, node.scalar, u);
+                    if nodes[a].tracked {
+                        slots.add_scalar(a, ga);
+                    }
+                    if nodes[b].tracked {
+                        slots.add_scalar(b, gb);
+                    }
+                }
+            }
+            // No gradient reached it.
+            Slot::Empty => {}
+            Slot::Full(_) => return Some(i),
+        }
+        i = i.checked_sub(1)?;
     }
 }
 
