@@ -659,7 +659,7 @@ impl Tape {
     }
 
     #[track_caller]
-    fn push_held(&self, op: Held, inputs: &[Var<'_>]) -> Var<'_> {
+    pub(crate) fn push_held(&self, op: Held, inputs: &[Var<'_>]) -> Var<'_> {
         for v in inputs {
             if !std::ptr::eq(v.tape, self) {
                 panic!(
@@ -688,58 +688,46 @@ impl Tape {
         Var { tape: self, index }
     }
 
-    /// Record the elementwise op `op` on `inputs` (one or two vars, the first of this
-    /// tape) if every input is a rank-0 number of this tape: its value is `value(&op, a,
-    /// b)` of the inputs' numbers (`b` 0 for one input). Gives `op` back, recording
-    /// nothing, if an input is not such a number or the tape is busy (`Tape::push` then
-    /// takes it).
+    /// Record an elementwise op without state on `inputs` (one or two vars, the first of
+    /// this tape) if every input is a rank-0 number of this tape: its value is `value(a,
+    /// b)` of the inputs' numbers (`b` 0 for one input), its op `op(a_tracked,
+    /// b_tracked)`. `None`, recording nothing, if an input is not such a number or the
+    /// tape is busy (`Tape::push` then takes the op).
     #[inline]
-    pub(crate) fn push_scalar<O: Op + 'static>(
+    pub(crate) fn push_scalar(
         &self,
-        op: O,
         inputs: &[Var<'_>],
-        value: impl FnOnce(&O, f64, f64) -> f64,
-    ) -> Result<Var<'_>, O> {
-        let Ok(mut nodes) = self.nodes.try_borrow_mut() else {
-            return Err(op);
-        };
+        value: impl FnOnce(f64, f64) -> f64,
+        op: impl FnOnce(bool, bool) -> &'static dyn Op,
+    ) -> Option<Var<'_>> {
+        let mut nodes = self.nodes.try_borrow_mut().ok()?;
         let scalar = |v: &Var<'_>| {
             let node = nodes.list.get(v.index)?;
             node.inline.then_some((node.scalar, node.tracked))
         };
         // (the first input is of this tape; inputs are its nodes, so below 2^32)
-        let found = match *inputs {
-            [a] => scalar(&a).map(|(x, t)| ([x, 0.0], t, [a.index as u32, 0], 1)),
+        let (x, tracked, inputs, arity) = match *inputs {
+            [a] => scalar(&a).map(|(x, t)| ([x, 0.0], [t, false], [a.index as u32, 0], 1)),
             [a, b] if std::ptr::eq(b.tape, self) => scalar(&a)
                 .zip(scalar(&b))
-                .map(|((x, s), (y, t))| ([x, y], s || t, [a.index as u32, b.index as u32], 2)),
+                .map(|((x, s), (y, t))| ([x, y], [s, t], [a.index as u32, b.index as u32], 2)),
             _ => None,
-        };
-        let Some((x, tracked, inputs, arity)) = found else {
-            return Err(op);
-        };
-        let scalar = value(&op, x[0], x[1]);
+        }?;
+        let scalar = value(x[0], x[1]);
+        let op = op(tracked[0], tracked[1]);
         let index = nodes.next_index();
-        if std::mem::size_of::<O>() == 0 {
-            // The whole node in one write: no side entry. (A box of a zero-sized op
-            // allocates nothing, and leaking it frees nothing.)
-            let op: &'static dyn Op = Box::leak(Box::new(op));
-            nodes.list.push(Node {
-                op: Some(op),
-                inputs,
-                scalar,
-                side: NO_SIDE,
-                arity,
-                inline: true,
-                rule: true,
-                tracked,
-            });
-        } else {
-            let inputs = inputs.map(|k| k as usize);
-            let inputs = &inputs[..arity as usize];
-            nodes.push(Some(Held::of(op)), inputs, Value::Scalar(scalar), tracked);
-        }
-        Ok(Var { tape: self, index })
+        // (the whole node in one write: no side entry)
+        nodes.list.push(Node {
+            op: Some(op),
+            inputs,
+            scalar,
+            side: NO_SIDE,
+            arity,
+            inline: true,
+            rule: true,
+            tracked: tracked[0] || tracked[1],
+        });
+        Some(Var { tape: self, index })
     }
 
     /// The value of `op` on `inputs` (not rank-0 numbers): deferred on a fused tape if
@@ -1161,38 +1149,60 @@ impl<'t> Var<'t> {
 /// The sweep over the rank-0 nodes that `Tape::push_scalar` recorded (`Node::rule`),
 /// from node `from` down, while they run: each one's `Op::backward_scalar` adds to its
 /// inputs' slots. Returns the next node to sweep (the first it did not take), if any.
+#[inline(never)]
 fn sweep_rules(nodes: &[Node], slots: &mut Slots, from: usize) -> Option<usize> {
+    // (the slots' parts as locals: the rule's call cannot change them)
+    let sweep = slots.sweep;
+    let list = &mut slots.list[..];
     let mut i = from;
     loop {
         let node = &nodes[i];
         let (true, Some(op)) = (node.rule, node.op) else {
             return Some(i);
         };
-        match slots.get(i) {
+        let s = list[i];
+        match (s.sweep == sweep, s.state) {
             // (the slot stays: nothing reads a rule node's slot after this)
-            Slot::Scalar(u) => {
+            (true, SCALAR) => {
+                let u = s.value;
                 let [a, b] = node.inputs.map(|k| k as usize);
-                if node.arity == 1 {
-                    let (g, _) = op.backward_scalar(nodes[a].scalar, 0.0, node.scalar, u);
-                    if nodes[a].tracked {
-                        slots.add_scalar(a, g);
-                    }
-                } else {
-                    let (x, y) = (nodes[a].scalar, nodes[b].scalar);
-                    let (ga, gb) = op.backward_scalar(x, y, node.scalar, u);
-                    if nodes[a].tracked {
-                        slots.add_scalar(a, ga);
-                    }
-                    if nodes[b].tracked {
-                        slots.add_scalar(b, gb);
-                    }
+                let (ga, gb) = match node.arity {
+                    1 => op.backward_scalar(nodes[a].scalar, 0.0, node.scalar, u),
+                    _ => op.backward_scalar(nodes[a].scalar, nodes[b].scalar, node.scalar, u),
+                };
+                if nodes[a].tracked {
+                    add_number(list, sweep, a, ga);
+                }
+                if node.arity == 2 && nodes[b].tracked {
+                    add_number(list, sweep, b, gb);
                 }
             }
+            (true, FULL) => return Some(i),
             // No gradient reached it.
-            Slot::Empty => {}
-            Slot::Full(_) => return Some(i),
+            _ => {}
         }
         i = i.checked_sub(1)?;
+    }
+}
+
+/// Add `g` to the slot `j` of `list` (in sweep `sweep`), the slot of a rank-0 node: it
+/// holds a number or nothing, since only rank-0 gradients reach a rank-0 node and
+/// `Slots` keeps every rank-0 gradient as a number.
+#[inline(always)]
+fn add_number(list: &mut [Stamped], sweep: u32, j: usize, g: f64) {
+    let s = &mut list[j];
+    match (s.sweep == sweep, s.state) {
+        (true, SCALAR) => s.value += g,
+        (true, _) if s.state == FULL => {
+            unreachable!("tapegrad: a gradient with elements reached a rank-0 node")
+        }
+        _ => {
+            *s = Stamped {
+                sweep,
+                state: SCALAR,
+                value: g,
+            }
+        }
     }
 }
 
@@ -1293,7 +1303,7 @@ impl Slots {
 
     /// Set node `j`'s gradient to `g`.
     pub(crate) fn set(&mut self, j: usize, g: Tensor) {
-        let slot = match g.as_scalar() {
+        let slot = match number(&g) {
             Some(x) => Slot::Scalar(x),
             None => {
                 self.full.push(Some(g));
@@ -1305,7 +1315,7 @@ impl Slots {
 
     /// Add one more contribution to node `j`'s gradient.
     pub(crate) fn add(&mut self, j: usize, g: Tensor) {
-        match g.as_scalar() {
+        match number(&g) {
             Some(x) => self.add_scalar(j, x),
             None => {
                 let sum = match self.take(j) {
@@ -1340,6 +1350,12 @@ impl Slots {
         let acc = self.take(j).expect("a full slot holds a tensor");
         self.set(j, accumulate(acc, Tensor::scalar(g)));
     }
+}
+
+/// The element of a rank-0 gradient, whatever holds it: a slot keeps every rank-0
+/// gradient as a number (which `sweep_rules` relies on).
+fn number(g: &Tensor) -> Option<f64> {
+    g.shape().is_empty().then(|| g.data()[0])
 }
 
 /// Sum of two gradient contributions for one node (both broadcast to its shape).

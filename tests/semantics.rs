@@ -1099,6 +1099,19 @@ fn a_slot_left_by_one_sweep_is_not_read_by_the_next() {
     }
 }
 
+/// A rank-0 var reached both by rank-0 ops and through ops on tensors (a reshape to
+/// one element and back): its gradient sums both.
+#[test]
+fn a_rank_0_var_reached_through_tensors_and_numbers_sums_both() {
+    let tape = Tape::new();
+    let x = tape.var(Tensor::scalar(1.5));
+    let through = x.reshape(&[1]).reshape(&[]);
+    let z = x * 2.0 + through * through; // 2x + x^2
+    let g = z.backward();
+    assert_eq!(g.wrt(x).item(), 2.0 + 2.0 * 1.5);
+    assert_eq!(z.value().item(), 3.0 + 2.25);
+}
+
 /// logsumexp near 0 keeps its relative precision (as scipy's): ln(1 + e^-30) is
 /// 9.357622968839737e-14, and softplus(-30) agrees with it.
 #[test]

@@ -1,8 +1,8 @@
 //! The elementwise ops: each one [`PerElement`] rule (its value and derivative, written
 //! once) and the method or operator that records it.
 
-use super::{Operands, PerElement, chain, chain_div, record};
-use crate::tape::Var;
+use super::{Elementwise, Operands, PerElement, chain, chain_div, record, without_state};
+use crate::tape::{Held, Op, Var};
 
 // ---- add: a + b ------------------------------------------------------------------------
 struct Add;
@@ -142,15 +142,46 @@ const TO_FIRST: u8 = 0;
 const TO_SECOND: u8 = 1;
 const SPLIT: u8 = 2;
 
-/// The tie rule of `max(a, b)` and `min(a, b)`: the untracked operand gets a tie (the
-/// first if neither is tracked: nothing flows then), half to each if both are tracked.
-#[track_caller]
-#[inline]
-fn tie_of(a: Var<'_>, b: Var<'_>) -> u8 {
-    match Var::both_tracked(a, b) {
+/// The tie rule of `max(a, b)` and `min(a, b)` from whether `a` and `b` are tracked:
+/// the untracked operand gets a tie (the first if neither is tracked: nothing flows
+/// then), half to each if both are tracked.
+fn tie(a_tracked: bool, b_tracked: bool) -> u8 {
+    match (a_tracked, b_tracked) {
         (true, true) => SPLIT,
         (true, false) => TO_SECOND,
         (false, _) => TO_FIRST,
+    }
+}
+
+/// Record a selecting op (`max` or `min`) whose rule for each tie rule is `rules`, on
+/// `a` and `b`: with the tie from whether they are tracked, read in the same look at
+/// the tape as their numbers when both are rank-0.
+#[track_caller]
+fn selecting<'t, F: PerElement, S: PerElement, T: PerElement>(
+    a: Var<'t>,
+    b: Var<'t>,
+    rules: (F, S, T),
+) -> Var<'t> {
+    let rules = (stateless(rules.0), stateless(rules.1), stateless(rules.2));
+    let ops: [&'static dyn Op; 3] = [rules.0, rules.1, rules.2];
+    // (the value does not depend on the tie rule)
+    let value = |x, y| rules.0.0.value(x, y);
+    if let Some(var) = a
+        .tape
+        .push_scalar(&[a, b], value, |ta, tb| ops[tie(ta, tb) as usize])
+    {
+        return var;
+    }
+    let (ta, tb) = Var::both_tracked(a, b);
+    a.tape
+        .push_held(Held::Static(ops[tie(ta, tb) as usize]), &[a, b])
+}
+
+/// The `'static` op of a rule without state (as every tie rule of `max` and `min`).
+fn stateless<R: PerElement>(rule: R) -> &'static Elementwise<R> {
+    match without_state(rule) {
+        Ok(op) => op,
+        Err(_) => unreachable!("{} has no state", R::NAME),
     }
 }
 
@@ -241,11 +272,7 @@ where
     (A, B): Operands<'t>,
 {
     let (a, b) = (a, b).vars();
-    match tie_of(a, b) {
-        TO_FIRST => record(Max::<TO_FIRST>, &[a, b]),
-        TO_SECOND => record(Max::<TO_SECOND>, &[a, b]),
-        _ => record(Max::<SPLIT>, &[a, b]),
-    }
+    selecting(a, b, (Max::<TO_FIRST>, Max::<TO_SECOND>, Max::<SPLIT>))
 }
 
 /// Elementwise minimum, the mirror of [`max`]: NaN wins, `b` at a tie; the gradient
@@ -260,11 +287,7 @@ where
     (A, B): Operands<'t>,
 {
     let (a, b) = (a, b).vars();
-    match tie_of(a, b) {
-        TO_FIRST => record(Min::<TO_FIRST>, &[a, b]),
-        TO_SECOND => record(Min::<TO_SECOND>, &[a, b]),
-        _ => record(Min::<SPLIT>, &[a, b]),
-    }
+    selecting(a, b, (Min::<TO_FIRST>, Min::<TO_SECOND>, Min::<SPLIT>))
 }
 
 impl<'t> Var<'t> {

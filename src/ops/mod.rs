@@ -18,7 +18,7 @@
 //!   where the local derivative is inf or NaN. An element the loss does not depend on
 //!   gets gradient 0, as in the closed form, not an IEEE `0 * inf = NaN`.
 
-use crate::tape::{Block, InputGrads, Lane, Op, Var, Wanted};
+use crate::tape::{Block, Held, InputGrads, Lane, Op, Var, Wanted};
 use crate::tensor::{
     Shape, Tensor, broadcast_shapes, buffer, data_from_vec, numel, sum_to, zip_broadcast,
 };
@@ -56,11 +56,26 @@ struct Elementwise<R>(R);
 #[track_caller]
 pub(crate) fn record<'t, R: PerElement>(rule: R, inputs: &[Var<'t>]) -> Var<'t> {
     let tape = inputs[0].tape;
+    let op = match without_state(rule) {
+        Ok(op) => op,
+        Err(rule) => return tape.push(Elementwise(rule), inputs),
+    };
     // Rank-0 operands (micrograd's workload): the rule on plain numbers, no tensors.
-    let value = |op: &Elementwise<R>, a, b| op.0.value(a, b);
-    match tape.push_scalar(Elementwise(rule), inputs, value) {
-        Ok(var) => var,
-        Err(op) => tape.push(op, inputs),
+    let value = |a, b| op.0.value(a, b);
+    match tape.push_scalar(inputs, value, |_, _| op) {
+        Some(var) => var,
+        None => tape.push_held(Held::Static(op), inputs),
+    }
+}
+
+/// The op of a rule without state, as a `'static` reference: a box of a zero-sized
+/// type allocates nothing, and leaking it frees nothing. A rule with state is given
+/// back.
+#[inline(always)]
+fn without_state<R: PerElement>(rule: R) -> Result<&'static Elementwise<R>, R> {
+    match std::mem::size_of::<R>() {
+        0 => Ok(Box::leak(Box::new(Elementwise(rule)))),
+        _ => Err(rule),
     }
 }
 
