@@ -1355,7 +1355,8 @@ impl Slots {
 /// The element of a rank-0 gradient, whatever holds it: a slot keeps every rank-0
 /// gradient as a number (which `sweep_rules` relies on).
 fn number(g: &Tensor) -> Option<f64> {
-    g.shape().is_empty().then(|| g.data()[0])
+    g.as_scalar()
+        .or_else(|| g.shape().is_empty().then(|| g.data()[0]))
 }
 
 /// Sum of two gradient contributions for one node (both broadcast to its shape).
