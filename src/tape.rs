@@ -623,6 +623,10 @@ impl Tape {
     /// Gradients of the old recording no longer answer for vars of the new one.
     pub fn clear(&mut self) {
         self.nodes.get_mut().clear();
+        // (tensors a panicking sweep left in the slots)
+        let slots = self.slots.get_mut();
+        slots.full.clear();
+        slots.free.clear();
         self.vars.get_mut().clear();
         self.id = NEXT_TAPE_ID.fetch_add(1, Ordering::Relaxed);
     }
@@ -1242,6 +1246,8 @@ pub(crate) struct Slots {
     list: Vec<Stamped>,
     /// The tensors of `Slot::Full` slots (`None` once taken).
     full: Vec<Option<Tensor>>,
+    /// Indices of `full` whose tensor was taken, for the next `set` to reuse.
+    free: Vec<usize>,
     /// The stamp of the current sweep (never 0, which no sweep writes).
     sweep: u32,
 }
@@ -1259,6 +1265,7 @@ impl Slots {
             self.list.resize(n, Stamped::default());
         }
         self.full.clear();
+        self.free.clear();
     }
 
     /// Node `j`'s slot.
@@ -1297,7 +1304,10 @@ impl Slots {
         match slot {
             Slot::Empty => None,
             Slot::Scalar(x) => Some(Tensor::scalar(x)),
-            Slot::Full(k) => self.full[k].take(),
+            Slot::Full(k) => {
+                self.free.push(k);
+                self.full[k].take()
+            }
         }
     }
 
@@ -1305,10 +1315,16 @@ impl Slots {
     pub(crate) fn set(&mut self, j: usize, g: Tensor) {
         let slot = match number(&g) {
             Some(x) => Slot::Scalar(x),
-            None => {
-                self.full.push(Some(g));
-                Slot::Full(self.full.len() - 1)
-            }
+            None => match self.free.pop() {
+                Some(k) => {
+                    self.full[k] = Some(g);
+                    Slot::Full(k)
+                }
+                None => {
+                    self.full.push(Some(g));
+                    Slot::Full(self.full.len() - 1)
+                }
+            },
         };
         self.put(j, slot);
     }
