@@ -3,47 +3,18 @@
 //! tests measure live heap bytes with the counting allocator below, so they run one
 //! after the other (a lock), and no other test shares this binary.
 
-use std::alloc::{GlobalAlloc, Layout, System};
 use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::sync::Mutex;
-use std::sync::atomic::{AtomicIsize, Ordering};
 use tapegrad::{Tape, Tensor, release_pooled_buffers};
 
-struct Counting;
-
-static LIVE: AtomicIsize = AtomicIsize::new(0);
-static PEAK: AtomicIsize = AtomicIsize::new(0);
-static ONE_AT_A_TIME: Mutex<()> = Mutex::new(());
-
-// SAFETY: every call is forwarded unchanged to `System`; only sizes are counted.
-unsafe impl GlobalAlloc for Counting {
-    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
-        let live =
-            LIVE.fetch_add(layout.size() as isize, Ordering::SeqCst) + layout.size() as isize;
-        PEAK.fetch_max(live, Ordering::SeqCst);
-        // SAFETY: same layout contract as ours.
-        unsafe { System.alloc(layout) }
-    }
-    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
-        LIVE.fetch_sub(layout.size() as isize, Ordering::SeqCst);
-        // SAFETY: `ptr` came from `System.alloc` with this layout.
-        unsafe { System.dealloc(ptr, layout) }
-    }
-    unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
-        let grown = new_size as isize - layout.size() as isize;
-        let live = LIVE.fetch_add(grown, Ordering::SeqCst) + grown;
-        PEAK.fetch_max(live, Ordering::SeqCst);
-        // SAFETY: forwarded unchanged.
-        unsafe { System.realloc(ptr, layout, new_size) }
-    }
-}
+#[path = "common/counting.rs"]
+mod counting;
+use counting::{live, peak, reset_peak};
 
 #[global_allocator]
-static GLOBAL: Counting = Counting;
+static GLOBAL: counting::Counting = counting::Counting;
 
-fn live() -> isize {
-    LIVE.load(Ordering::SeqCst)
-}
+static ONE_AT_A_TIME: Mutex<()> = Mutex::new(());
 
 /// A chain whose every step adds one more tensor gradient into the slot of `a`: the
 /// sweep holds a handful of tensors at once, however long the chain. (Before slots reused
@@ -61,9 +32,9 @@ fn a_long_sweep_of_tensor_gradients_keeps_a_bounded_number_of_slots() {
     }
     let loss = x.sum();
     let before = live();
-    PEAK.store(before, Ordering::SeqCst);
+    reset_peak();
     let grads = loss.backward();
-    let extra = PEAK.load(Ordering::SeqCst) - before;
+    let extra = peak() - before;
     let nodes = tape.len() as isize;
     // One 16-byte slot per node, a few tensors, the gradients returned.
     assert!(
