@@ -115,8 +115,9 @@ pub(crate) type InputGrads = SmallVec<[Option<Tensor>; 2]>;
 /// [`crate::set_threads`].)
 pub struct Tape {
     pub(crate) nodes: RefCell<Nodes>,
-    /// One gradient slot per node during a sweep; kept between sweeps (empty) so a
-    /// training loop that reuses the tape reuses the slots too.
+    /// One gradient slot per node during a sweep; kept between sweeps (stamped with
+    /// the sweep that wrote them) so a training loop that reuses the tape reuses the
+    /// slots too.
     slots: RefCell<Slots>,
     /// The indices of the `Tape::var` leaves, in order (so that `backward` collects
     /// their gradients without scanning every node); the first 8 need no heap.
@@ -192,7 +193,6 @@ impl std::ops::Deref for Inputs<'_> {
 }
 
 /// What a node holds that does not fit in a [`Node`].
-#[derive(Default)]
 struct Side {
     /// The value, unless it is a plain number in the node (never `Value::Scalar`).
     value: Option<Value>,
@@ -566,8 +566,7 @@ impl Tape {
         Tape {
             nodes: RefCell::new(Nodes {
                 list: Vec::with_capacity(nodes),
-                sides: Vec::new(),
-                more: Vec::new(),
+                ..Nodes::default()
             }),
             slots: RefCell::new(Slots::default()),
             vars: RefCell::new(SmallVec::new()),
@@ -624,9 +623,7 @@ impl Tape {
     pub fn clear(&mut self) {
         self.nodes.get_mut().clear();
         // (tensors a panicking sweep left in the slots)
-        let slots = self.slots.get_mut();
-        slots.full.clear();
-        slots.free.clear();
+        self.slots.get_mut().drop_tensors();
         self.vars.get_mut().clear();
         self.id = NEXT_TAPE_ID.fetch_add(1, Ordering::Relaxed);
     }
@@ -1130,7 +1127,7 @@ impl<'t> Var<'t> {
             };
             leaves.push((i, g));
         }
-        slots.full.clear();
+        slots.drop_tensors();
         let count = nodes.len();
         drop(nodes);
         // Keep what the sweep summed (a custom op's backward asking for a value holds
@@ -1197,9 +1194,7 @@ fn add_number(list: &mut [Stamped], sweep: u32, j: usize, g: f64) {
     let s = &mut list[j];
     match (s.sweep == sweep, s.state) {
         (true, SCALAR) => s.value += g,
-        (true, _) if s.state == FULL => {
-            unreachable!("tapegrad: a gradient with elements reached a rank-0 node")
-        }
+        (true, FULL) => unreachable!("tapegrad: a gradient with elements reached a rank-0 node"),
         _ => {
             *s = Stamped {
                 sweep,
@@ -1264,6 +1259,12 @@ impl Slots {
         if self.list.len() < n {
             self.list.resize(n, Stamped::default());
         }
+        self.drop_tensors();
+    }
+
+    /// Drop the tensors the slots hold (each slot keeps its stamp: a new sweep reads it
+    /// as empty).
+    fn drop_tensors(&mut self) {
         self.full.clear();
         self.free.clear();
     }
