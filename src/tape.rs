@@ -212,10 +212,9 @@ impl Held {
     /// Hold `op`.
     #[inline]
     pub(crate) fn of<O: Op + 'static>(op: O) -> Held {
-        if std::mem::size_of::<O>() == 0 {
-            Held::Static(Box::leak(Box::new(op)))
-        } else {
-            Held::Boxed(Box::new(op))
+        match without_state(op) {
+            Ok(op) => Held::Static(op),
+            Err(op) => Held::Boxed(Box::new(op)),
         }
     }
 
@@ -224,6 +223,17 @@ impl Held {
             Held::Static(op) => *op,
             Held::Boxed(op) => &**op,
         }
+    }
+}
+
+/// `x` as a `'static` reference if its type is zero-sized (an op without state): a box
+/// of a zero-sized type allocates nothing, and leaking it frees nothing. Anything else
+/// is given back.
+#[inline(always)]
+pub(crate) fn without_state<T: 'static>(x: T) -> Result<&'static T, T> {
+    match std::mem::size_of::<T>() {
+        0 => Ok(Box::leak(Box::new(x))),
+        _ => Err(x),
     }
 }
 

@@ -1,7 +1,7 @@
 //! The elementwise ops: each one [`PerElement`] rule (its value and derivative, written
 //! once) and the method or operator that records it.
 
-use super::{Elementwise, Operands, PerElement, chain, chain_div, record, without_state};
+use super::{Elementwise, Operands, PerElement, chain, chain_div, record, stateless_op};
 use crate::tape::{Held, Op, Var};
 
 // ---- add: a + b ------------------------------------------------------------------------
@@ -179,7 +179,7 @@ fn selecting<'t, F: PerElement, S: PerElement, T: PerElement>(
 
 /// The `'static` op of a rule without state (as every tie rule of `max` and `min`).
 fn stateless<R: PerElement>(rule: R) -> &'static Elementwise<R> {
-    match without_state(rule) {
+    match stateless_op(rule) {
         Ok(op) => op,
         Err(_) => unreachable!("{} has no state", R::NAME),
     }

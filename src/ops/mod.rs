@@ -18,7 +18,7 @@
 //!   where the local derivative is inf or NaN. An element the loss does not depend on
 //!   gets gradient 0, as in the closed form, not an IEEE `0 * inf = NaN`.
 
-use crate::tape::{Block, Held, InputGrads, Lane, Op, Var, Wanted};
+use crate::tape::{Block, Held, InputGrads, Lane, Op, Var, Wanted, without_state};
 use crate::tensor::{
     Shape, Tensor, broadcast_shapes, buffer, data_from_vec, numel, sum_to, zip_broadcast,
 };
@@ -56,7 +56,7 @@ struct Elementwise<R>(R);
 #[track_caller]
 pub(crate) fn record<'t, R: PerElement>(rule: R, inputs: &[Var<'t>]) -> Var<'t> {
     let tape = inputs[0].tape;
-    let op = match without_state(rule) {
+    let op = match stateless_op(rule) {
         Ok(op) => op,
         Err(rule) => return tape.push(Elementwise(rule), inputs),
     };
@@ -68,15 +68,11 @@ pub(crate) fn record<'t, R: PerElement>(rule: R, inputs: &[Var<'t>]) -> Var<'t> 
     }
 }
 
-/// The op of a rule without state, as a `'static` reference: a box of a zero-sized
-/// type allocates nothing, and leaking it frees nothing. A rule with state is given
-/// back.
+/// The op of a rule without state, as a `'static` reference (see [`without_state`]);
+/// a rule with state is given back.
 #[inline(always)]
-fn without_state<R: PerElement>(rule: R) -> Result<&'static Elementwise<R>, R> {
-    match std::mem::size_of::<R>() {
-        0 => Ok(Box::leak(Box::new(Elementwise(rule)))),
-        _ => Err(rule),
-    }
+fn stateless_op<R: PerElement>(rule: R) -> Result<&'static Elementwise<R>, R> {
+    without_state(Elementwise(rule)).map_err(|op| op.0)
 }
 
 impl<R: PerElement> Op for Elementwise<R> {
