@@ -32,7 +32,7 @@
 //! top), the sweep takes the region's top node alone, as the unfused engine does, and
 //! fuses what lies below.
 
-use crate::tape::{Block, Lane, Nodes, Pending, Slots, Value, View, lay_out};
+use crate::tape::{Block, Lane, Nodes, Pending, Slots, Up, Value, View, lay_out};
 use crate::tensor::{
     Shape, Tensor, broadcast_shapes, buffer, data_from_vec, numel, overwritable, pairwise, sum_to,
 };
@@ -603,6 +603,41 @@ fn plans(targets: &[[Option<Target>; 2]], full: &[bool]) -> Vec<[Plan; 2]> {
     plans
 }
 
+/// Which region nodes hand their upstream on instead of running their rule, and to
+/// whom: a node (not the top) whose one wanted operand gets the upstream itself or its
+/// negation (`Block::passes`: add, sub, neg) and is a region node that no other
+/// operand sends to. That operand's register then is the node's upstream register,
+/// read negated where an odd number of negations lie between them: the same numbers,
+/// one pass over the block fewer. Also returns whether each node's upstream is negated.
+fn handed_on<'b>(
+    plans: &[[Plan; 2]],
+    block: impl Fn(usize) -> &'b dyn Block,
+) -> (Vec<Option<usize>>, Vec<bool>) {
+    let mut senders = vec![0usize; plans.len()];
+    for plan in plans {
+        for p in plan {
+            if let Plan::Direct(Target::Region(q)) | Plan::Add(Target::Region(q)) = *p {
+                senders[q] += 1;
+            }
+        }
+    }
+    let mut hands_to = vec![None; plans.len()];
+    let mut negated = vec![false; plans.len()];
+    // (by position: every consumer of a region node comes before it)
+    for at in 1..plans.len() {
+        let (k, q) = match plans[at] {
+            [Plan::Direct(Target::Region(q)), Plan::Skip] => (0, q),
+            [Plan::Skip, Plan::Direct(Target::Region(q))] => (1, q),
+            _ => continue,
+        };
+        if let (1, Some(negates)) = (senders[q], block(at).passes(k)) {
+            hands_to[at] = Some(q);
+            negated[q] = negated[at] ^ negates;
+        }
+    }
+    (hands_to, negated)
+}
+
 /// The backward of the region whose top is the pending node `top`, whose slot holds
 /// its gradient: gradients for the region's inputs, added to their slots, and, if
 /// `want_sum`, `pairwise_sum` of `top`'s values from the same pass (for an unsummed
@@ -774,10 +809,14 @@ pub(crate) fn backward(
 
     // The pass, in parts (one per thread), each writing its part of every sum.
     let full: Vec<bool> = sums.iter().map(|s| matches!(s.base, Base::Full)).collect();
+    let plans = plans(&targets, &full);
+    let (hands_to, negated) = handed_on(&plans, block);
     let pass = Pass {
         program,
         steps,
-        plans: plans(&targets, &full),
+        plans,
+        hands_to,
+        negated,
         needed,
         upstream,
         want_sum,
@@ -828,6 +867,11 @@ struct Pass<'a> {
     steps: Vec<usize>,
     /// Where and how each operand of each region node sends its gradient.
     plans: Vec<[Plan; 2]>,
+    /// For a region node that hands its upstream on (see [`handed_on`]), the region
+    /// node that takes it instead of the rule's result.
+    hands_to: Vec<Option<usize>>,
+    /// Whether a region node's upstream register holds its upstream negated.
+    negated: Vec<bool>,
     /// The steps whose values the pass computes.
     needed: Vec<bool>,
     /// The top's gradient: one number, or one per element.
@@ -856,6 +900,11 @@ impl Pass<'_> {
                 false => 0.0,
             };
             for (at, &plan) in self.plans.iter().enumerate() {
+                if let Some(q) = self.hands_to[at] {
+                    // (the upstream register becomes the operand's: no pass)
+                    grads.swap(at, q);
+                    continue;
+                }
                 let s = self.steps[at];
                 // Direct targets are moved out for the call (no copy), and back after.
                 let mut region: [Vec<f64>; 2] = Default::default();
@@ -874,9 +923,10 @@ impl Pass<'_> {
                 {
                     // The top's upstream straight from its slot (one number, or `n`).
                     let up = match (at, self.upstream.data()) {
-                        (0, [u]) => Lane::One(*u),
-                        (0, all) => Lane::Many(&all[lo..hi]),
-                        _ => Lane::Many(&grads[at][..len]),
+                        (0, [u]) => Up::One(*u),
+                        (0, all) => Up::Many(&all[lo..hi]),
+                        _ if self.negated[at] => Up::Negated(&grads[at][..len]),
+                        _ => Up::Many(&grads[at][..len]),
                     };
                     let (sa, sb) = scratch.split_at_mut(BLOCK);
                     let ([ra, rb], [ia, ib]) = (&mut region, &mut input);

@@ -78,9 +78,13 @@ pub(crate) trait Block: Sync {
     /// The gradient contributions of the operands over one block, written to `g[0]` and
     /// `g[1]` where given (each as long as the block): exactly what `backward` computes
     /// for those elements, given the operands, the output `out` and the upstream `up`.
-    fn backward_block(&self, a: Lane<'_>, b: Lane<'_>, out: &[f64], up: Lane<'_>, g: Wanted<'_>);
+    fn backward_block(&self, a: Lane<'_>, b: Lane<'_>, out: &[f64], up: Up<'_>, g: Wanted<'_>);
     /// Whether `backward_block` reads the operands (not for add, sub, neg).
     fn reads_operands(&self) -> bool;
+    /// `Some(negated)` if operand `k`'s gradient is the upstream itself (`false`) or its
+    /// negation (`true`), bit for bit, whatever the upstream (add, sub, neg): a fused
+    /// backward may then hand the upstream on instead of running the rule.
+    fn passes(&self, k: usize) -> Option<bool>;
     /// Whether `backward_block` reads the output `out` (else `out` may be left
     /// uncomputed, and the rule is given NaN for it).
     fn reads_out(&self) -> bool;
@@ -92,6 +96,16 @@ pub(crate) trait Block: Sync {
 pub(crate) enum Lane<'a> {
     One(f64),
     Many(&'a [f64]),
+}
+
+/// The upstream of `backward_block` over a block: one number for every element, one
+/// per element, or one per element to be read negated (an upstream handed on through a
+/// negation, see [`Block::passes`]).
+#[derive(Clone, Copy)]
+pub(crate) enum Up<'a> {
+    One(f64),
+    Many(&'a [f64]),
+    Negated(&'a [f64]),
 }
 
 /// Where `backward_block` writes the gradient contributions of the two operands over a

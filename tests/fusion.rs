@@ -87,6 +87,60 @@ fn fused_vs_unfused(graph: impl Fn(&Tape) -> Outcome) -> Vec<String> {
     differences(&graph(&fused), &graph(&unfused))
 }
 
+/// A fused backward hands the upstream of add, sub and neg on to their operand instead
+/// of running their rule, only where that operand gets nothing else: here a pending `y`
+/// feeds one of them and another op too, in both orders of recording (the one that
+/// hands on is swept first or second), with the upstream negated once, twice or not.
+#[test]
+fn an_upstream_handed_on_by_add_sub_or_neg_meets_the_other_uses_of_its_operand() {
+    type Use = fn(Var<'_>) -> Var<'_>;
+    let passing: [(&str, Use); 4] = [
+        ("1 - y", |y| 1.0 - y),
+        ("y - 1", |y| y - 1.0),
+        ("-y", |y| -y),
+        ("-(1 - y)", |y| -(1.0 - y)),
+    ];
+    let other: [(&str, Use); 3] = [
+        ("y * 2", |y| y * 2.0),
+        ("y.exp()", |y| y.exp()),
+        ("y", |y| y),
+    ];
+    let x0: Vec<f64> = (0..300).map(|i| (i as f64 - 150.0) / 37.0).collect();
+    let mut failures = Vec::new();
+    for (p_name, pass) in passing {
+        for (o_name, use_y) in other {
+            for pass_last in [false, true] {
+                let found = fused_vs_unfused(|tape| {
+                    let x = tape.var(Tensor::from(x0.clone()));
+                    let y = x * x;
+                    let z = if pass_last {
+                        let o = use_y(y);
+                        o * 3.0 + pass(y)
+                    } else {
+                        let q = pass(y);
+                        q * 3.0 + use_y(y)
+                    };
+                    let loss = z.sum();
+                    let grads = loss.backward();
+                    let mut outcome = Outcome {
+                        values: vec![],
+                        grads: vec![],
+                    };
+                    outcome.value("loss", loss);
+                    outcome.grads.push(("x".into(), grads.wrt(x).clone()));
+                    outcome
+                });
+                if !found.is_empty() {
+                    failures.push(format!(
+                        "{p_name} with {o_name} (last: {pass_last}): {found:?}"
+                    ));
+                }
+            }
+        }
+    }
+    assert!(failures.is_empty(), "{}", failures.join("\n"));
+}
+
 /// The comparison is between the two engines, not one engine twice.
 #[test]
 fn tape_fused_fuses_from_two_elements_tape_new_from_large_arrays_and_unfused_never() {

@@ -18,7 +18,7 @@
 //!   where the local derivative is inf or NaN. An element the loss does not depend on
 //!   gets gradient 0, as in the closed form, not an IEEE `0 * inf = NaN`.
 
-use crate::tape::{Block, Held, InputGrads, Lane, Op, Var, Wanted, without_state};
+use crate::tape::{Block, Held, InputGrads, Lane, Op, Up, Var, Wanted, without_state};
 use crate::tensor::{
     Shape, Tensor, broadcast_shapes, buffer, data_from_vec, numel, sum_to, zip_broadcast,
 };
@@ -184,22 +184,35 @@ impl<R: PerElement> Block for Elementwise<R> {
         }
     }
 
-    fn backward_block(&self, a: Lane<'_>, b: Lane<'_>, out: &[f64], up: Lane<'_>, g: Wanted<'_>) {
+    fn backward_block(&self, a: Lane<'_>, b: Lane<'_>, out: &[f64], up: Up<'_>, g: Wanted<'_>) {
         let rule = &self.0;
-        match (a, b, up) {
-            (Lane::One(a), Lane::One(b), Lane::One(u)) => block_grads(rule, a, b, out, u, g),
-            (Lane::One(a), Lane::One(b), Lane::Many(u)) => block_grads(rule, a, b, out, u, g),
-            (Lane::One(a), Lane::Many(b), Lane::One(u)) => block_grads(rule, a, b, out, u, g),
-            (Lane::One(a), Lane::Many(b), Lane::Many(u)) => block_grads(rule, a, b, out, u, g),
-            (Lane::Many(a), Lane::One(b), Lane::One(u)) => block_grads(rule, a, b, out, u, g),
-            (Lane::Many(a), Lane::One(b), Lane::Many(u)) => block_grads(rule, a, b, out, u, g),
-            (Lane::Many(a), Lane::Many(b), Lane::One(u)) => block_grads(rule, a, b, out, u, g),
-            (Lane::Many(a), Lane::Many(b), Lane::Many(u)) => block_grads(rule, a, b, out, u, g),
+        match up {
+            Up::One(u) => lanes_grads(rule, a, b, out, u, g),
+            Up::Many(u) => lanes_grads(rule, a, b, out, u, g),
+            Up::Negated(u) => lanes_grads(rule, a, b, out, Negated(u), g),
         }
     }
 
     fn reads_operands(&self) -> bool {
         !R::UPSTREAM_ONLY
+    }
+
+    fn passes(&self, k: usize) -> Option<bool> {
+        if !R::UPSTREAM_ONLY {
+            return None;
+        }
+        // A rule that reads only the upstream hands it on if it gives back `u` or `-u`,
+        // the same bits, for every `u`: a number, both zeros, and NaN of either sign
+        // (where `-u` and `u * -1.0` differ) cover the ways two such rules can differ.
+        let probes = [1.5, -0.0, 0.0, f64::NAN, -f64::NAN, f64::INFINITY];
+        let given = |u: f64| self.0.grad(0.0, 0.0, f64::NAN, u)[k].to_bits();
+        if probes.iter().all(|&u| given(u) == u.to_bits()) {
+            Some(false)
+        } else if probes.iter().all(|&u| given(u) == (-u).to_bits()) {
+            Some(true)
+        } else {
+            None
+        }
     }
 
     fn reads_out(&self) -> bool {
@@ -236,6 +249,24 @@ pub(crate) fn split_at(shape: &[usize], axis: usize) -> (usize, usize, usize) {
     )
 }
 
+/// [`block_grads`] for each layout of the operands.
+#[inline(always)]
+fn lanes_grads<R: PerElement>(
+    rule: &R,
+    a: Lane<'_>,
+    b: Lane<'_>,
+    out: &[f64],
+    up: impl Source,
+    g: Wanted<'_>,
+) {
+    match (a, b) {
+        (Lane::One(a), Lane::One(b)) => block_grads(rule, a, b, out, up, g),
+        (Lane::One(a), Lane::Many(b)) => block_grads(rule, a, b, out, up, g),
+        (Lane::Many(a), Lane::One(b)) => block_grads(rule, a, b, out, up, g),
+        (Lane::Many(a), Lane::Many(b)) => block_grads(rule, a, b, out, up, g),
+    }
+}
+
 /// An operand of the generated backward loop: one number for every element, or one per
 /// element. Generic, so that each combination compiles to its own tight loop.
 trait Source: Copy {
@@ -252,6 +283,20 @@ impl Source for f64 {
     }
     fn first(self, _: usize) -> f64 {
         self
+    }
+}
+
+/// An upstream read negated (see [`Up::Negated`]).
+#[derive(Clone, Copy)]
+struct Negated<'a>(&'a [f64]);
+
+impl Source for Negated<'_> {
+    #[inline(always)]
+    fn at(self, i: usize) -> f64 {
+        -self.0[i]
+    }
+    fn first(self, n: usize) -> Self {
+        Negated(&self.0[..n])
     }
 }
 
