@@ -40,13 +40,14 @@
 //!
 //! Why the tape is slower than the fused loop on one thread: a fused region runs each
 //! op as one pass over a block's registers (in L1), where the compiled loop keeps every
-//! value in CPU registers (the hinge's pass runs seven such passes: three ops forward,
-//! their sum, three backward); below 2^19 elements each op streams whole arrays, which
-//! then stay in cache. The hand-fused loops here run on one thread. A rank-0 node is a
-//! 40-byte record with nothing to drop (its op, two inputs, its number, flags): recording
-//! one borrows the tape, looks at each operand and writes the record; the sweep calls
-//! the op's rule (a trait object) once per node. `reverse` stores each node's two partial
-//! derivatives when it records it, so its sweep is a multiply-add per input, no call.
+//! value in CPU registers (the hinge's pass runs six such passes: three ops forward,
+//! their sum, two backward, the `1 - x` handing its upstream on); below 2^19 elements
+//! each op streams whole arrays, which then stay in cache. The hand-fused loops here
+//! run on one thread. A rank-0 node is a 40-byte record with nothing to drop (its op,
+//! two inputs, its number, flags): recording one borrows the tape, looks at each
+//! operand and writes the record; the sweep calls the op's rule (a trait object) once
+//! per node. `reverse` stores each node's two partial derivatives when it records it,
+//! so its sweep is a multiply-add per input, no call.
 //!
 //! Peers are not part of this program (CI needs no Python):
 //! `examples/peers/hinge_peers.py` times numpy (the seed's `hinge_forward` and its

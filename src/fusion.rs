@@ -16,8 +16,10 @@
 //!   nodes below it all of whose uses are in the region) in one pass ([`backward`]): per
 //!   block of [`BLOCK`] elements it recomputes the values the rules read, then applies
 //!   each op's per-element backward rule in reverse order, and writes only the
-//!   gradients of the region's inputs. A `backward` started from an unsummed node has
-//!   that pass sum the region's top too, its blocks following the pairwise recursion.
+//!   gradients of the region's inputs. An add, sub or neg whose operand gets nothing
+//!   else hands its upstream on (negated where the rule negates) instead of running
+//!   its rule ([`handed_on`]). A `backward` started from an unsummed node has that pass
+//!   sum the region's top too, its blocks following the pairwise recursion.
 //!
 //! A pass over a region of at least 2^18 elements is cut into parts where the pairwise
 //! recursion splits, one per thread ([`set_threads`]), each writing its own range of
