@@ -1,7 +1,7 @@
 //! The elementwise ops: each one [`PerElement`] rule (its value and derivative, written
 //! once) and the method or operator that records it.
 
-use super::{Elementwise, Operands, PerElement, chain, chain_div, record, stateless_op};
+use super::{Elementwise, Operands, PerElement, chain, chain_div, record};
 use crate::tape::{Held, Op, Var};
 
 // ---- add: a + b ------------------------------------------------------------------------
@@ -153,19 +153,19 @@ fn tie(a_tracked: bool, b_tracked: bool) -> u8 {
     }
 }
 
-/// Record a selecting op (`max` or `min`) whose rule for each tie rule is `rules`, on
-/// `a` and `b`: with the tie from whether they are tracked, read in the same look at
-/// the tape as their numbers when both are rank-0.
+/// Record a selecting op (`max` or `min`) on `a` and `b`: its op for each tie rule is
+/// `ops` (by [`tie`]), its value the `value` of any of them. The tie is from whether
+/// `a` and `b` are tracked, read in the same look at the tape as their numbers when
+/// both are rank-0.
 #[track_caller]
-fn selecting<'t, F: PerElement, S: PerElement, T: PerElement>(
+fn selecting<'t, R: PerElement>(
     a: Var<'t>,
     b: Var<'t>,
-    rules: (F, S, T),
+    rule: R,
+    ops: &'static [&'static dyn Op; 3],
 ) -> Var<'t> {
-    let rules = (stateless(rules.0), stateless(rules.1), stateless(rules.2));
-    let ops: [&'static dyn Op; 3] = [rules.0, rules.1, rules.2];
     // (the value does not depend on the tie rule)
-    let value = |x, y| rules.0.0.value(x, y);
+    let value = |x, y| rule.value(x, y);
     if let Some(var) = a
         .tape
         .push_scalar(&[a, b], value, |ta, tb| ops[tie(ta, tb) as usize])
@@ -177,13 +177,20 @@ fn selecting<'t, F: PerElement, S: PerElement, T: PerElement>(
         .push_held(Held::Static(ops[tie(ta, tb) as usize]), &[a, b])
 }
 
-/// The `'static` op of a rule without state (as every tie rule of `max` and `min`).
-fn stateless<R: PerElement>(rule: R) -> &'static Elementwise<R> {
-    match stateless_op(rule) {
-        Ok(op) => op,
-        Err(_) => unreachable!("{} has no state", R::NAME),
-    }
-}
+/// The ops of `max` for each tie rule (by [`tie`]): constants, so recording one reads
+/// a table in static memory.
+const MAX_OPS: [&dyn Op; 3] = [
+    &Elementwise(Max::<TO_FIRST>),
+    &Elementwise(Max::<TO_SECOND>),
+    &Elementwise(Max::<SPLIT>),
+];
+
+/// The ops of `min` for each tie rule, as [`MAX_OPS`].
+const MIN_OPS: [&dyn Op; 3] = [
+    &Elementwise(Min::<TO_FIRST>),
+    &Elementwise(Min::<TO_SECOND>),
+    &Elementwise(Min::<SPLIT>),
+];
 
 /// The gradients of a selecting op: `u` to the winner (`a` where `a_wins`, `b` where
 /// `b_wins`), exactly 0 to the other; where neither wins, by the tie rule `TIE`.
@@ -272,7 +279,7 @@ where
     (A, B): Operands<'t>,
 {
     let (a, b) = (a, b).vars();
-    selecting(a, b, (Max::<TO_FIRST>, Max::<TO_SECOND>, Max::<SPLIT>))
+    selecting(a, b, Max::<TO_FIRST>, &MAX_OPS)
 }
 
 /// Elementwise minimum, the mirror of [`max`]: NaN wins, `b` at a tie; the gradient
@@ -287,7 +294,7 @@ where
     (A, B): Operands<'t>,
 {
     let (a, b) = (a, b).vars();
-    selecting(a, b, (Min::<TO_FIRST>, Min::<TO_SECOND>, Min::<SPLIT>))
+    selecting(a, b, Min::<TO_FIRST>, &MIN_OPS)
 }
 
 impl<'t> Var<'t> {
