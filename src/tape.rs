@@ -365,6 +365,14 @@ impl Nodes {
         index
     }
 
+    /// Room for at least one more node (out of line: the callers' fast paths then call
+    /// nothing).
+    #[cold]
+    #[inline(never)]
+    fn make_room(&mut self) {
+        self.list.reserve(16.max(self.list.len()));
+    }
+
     /// The index of the next node, checked to fit in a `u32` (with room for one more).
     #[inline]
     fn next_index(&self) -> usize {
@@ -726,6 +734,11 @@ impl Tape {
         op: impl FnOnce(bool, bool) -> &'static dyn Op,
     ) -> Option<Var<'_>> {
         let mut nodes = self.nodes.try_borrow_mut().ok()?;
+        // Room for the node first: then nothing is called between reading the inputs'
+        // numbers and writing the node, and the numbers stay in registers.
+        if nodes.list.len() == nodes.list.capacity() {
+            nodes.make_room();
+        }
         let scalar = |v: &Var<'_>| {
             let node = nodes.list.get(v.index)?;
             node.inline.then_some((node.scalar, node.tracked))
@@ -741,6 +754,9 @@ impl Tape {
         let scalar = value(x[0], x[1]);
         let op = op(tracked[0], tracked[1]);
         let index = nodes.next_index();
+        if index >= nodes.list.capacity() {
+            unreachable!("room was made above");
+        }
         // (the whole node in one write: no side entry)
         nodes.list.push(Node {
             op: Some(op),
