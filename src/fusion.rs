@@ -532,24 +532,6 @@ impl Part<'_> {
     }
 }
 
-/// Where `backward_block` writes one operand's contribution over a block of `len`
-/// elements starting at `lo` of the thread's part.
-fn place<'a>(
-    plan: Plan,
-    region: &'a mut [f64],
-    input: &'a mut [f64],
-    scratch: &'a mut [f64],
-    lo: usize,
-    len: usize,
-) -> Option<&'a mut [f64]> {
-    match plan {
-        Plan::Skip => None,
-        Plan::Direct(Target::Region(_)) => Some(&mut region[..len]),
-        Plan::Direct(Target::Input(_)) => Some(&mut input[lo..lo + len]),
-        Plan::Add(_) => Some(&mut scratch[..len]),
-    }
-}
-
 /// `acc[i] += c[i]`.
 fn add_into(acc: &mut [f64], c: &[f64]) {
     acc.iter_mut().zip(c).for_each(|(a, &x)| *a += x);
@@ -815,10 +797,9 @@ pub(crate) fn backward(
     let (hands_to, negated) = handed_on(&plans, block);
     let pass = Pass {
         program,
+        rules: rules(&plans, &hands_to, &negated),
+        grad_registers: steps.len(),
         steps,
-        plans,
-        hands_to,
-        negated,
         needed,
         upstream,
         want_sum,
@@ -862,18 +843,75 @@ pub(crate) fn backward(
     Some(top_sum)
 }
 
+/// Where a rule writes one operand's contribution over a block, with the region's
+/// gradient registers resolved to the place each block's values take (see [`rules`]).
+#[derive(Clone, Copy)]
+enum Put {
+    /// Not wanted.
+    Skip,
+    /// Straight into gradient register `r`.
+    Register(usize),
+    /// Straight into sum `x`'s part.
+    Sum(usize),
+    /// Into scratch, then added to gradient register `r`.
+    AddRegister(usize),
+    /// Into scratch, then added to sum `x`'s part.
+    AddSum(usize),
+}
+
+/// One region node's backward rule as each block runs it (a node that hands its
+/// upstream on runs none).
+struct Rule {
+    /// The node's position in the region (0: the top, whose upstream is the slot's).
+    at: usize,
+    /// The gradient register holding the node's upstream (the top's is not in one).
+    up: usize,
+    /// Whether that register holds the upstream negated.
+    negated: bool,
+    /// Where each operand's contribution goes.
+    put: [Put; 2],
+}
+
+/// The rules each block runs, in order, from the region's `plans`: gradient register
+/// `r` is the `r`th `BLOCK` of the pass's gradient registers, and a node that hands its
+/// upstream on ([`handed_on`]) gives its register to the operand it hands it to.
+fn rules(plans: &[[Plan; 2]], hands_to: &[Option<usize>], negated: &[bool]) -> Vec<Rule> {
+    // `register[q]`: the register where region node `q`'s upstream is gathered. It
+    // changes only when `q`'s one sender hands its own register on to it (a sender that
+    // runs no rule), so the rules writing to `q` and `q`'s own rule see the same one.
+    let mut register: Vec<usize> = (0..plans.len()).collect();
+    let mut rules = Vec::with_capacity(plans.len());
+    for (at, plan) in plans.iter().enumerate() {
+        if let Some(q) = hands_to[at] {
+            register.swap(at, q);
+            continue;
+        }
+        let put = plan.map(|p| match p {
+            Plan::Skip => Put::Skip,
+            Plan::Direct(Target::Region(q)) => Put::Register(register[q]),
+            Plan::Direct(Target::Input(x)) => Put::Sum(x),
+            Plan::Add(Target::Region(q)) => Put::AddRegister(register[q]),
+            Plan::Add(Target::Input(x)) => Put::AddSum(x),
+        });
+        rules.push(Rule {
+            at,
+            up: register[at],
+            negated: negated[at],
+            put,
+        });
+    }
+    rules
+}
+
 /// What every thread of a fused backward reads.
 struct Pass<'a> {
     program: Program<'a>,
     /// The step of each region node, by its position in the region (the top first).
     steps: Vec<usize>,
-    /// Where and how each operand of each region node sends its gradient.
-    plans: Vec<[Plan; 2]>,
-    /// For a region node that hands its upstream on (see [`handed_on`]), the region
-    /// node that takes it instead of the rule's result.
-    hands_to: Vec<Option<usize>>,
-    /// Whether a region node's upstream register holds its upstream negated.
-    negated: Vec<bool>,
+    /// The backward rules each block runs, in order.
+    rules: Vec<Rule>,
+    /// How many gradient registers the rules use (one per region node).
+    grad_registers: usize,
     /// The steps whose values the pass computes.
     needed: Vec<bool>,
     /// The top's gradient: one number, or one per element.
@@ -888,11 +926,12 @@ impl Pass<'_> {
     /// reverse order. Returns the top's values there summed as the pairwise recursion
     /// sums that part, if wanted (else 0).
     fn part(&self, start: usize, end: usize, sums: &mut [Part<'_>]) -> f64 {
-        let count = self.steps.len();
         let mut registers = self.program.registers();
-        // Gradient registers of the region's nodes (by position in the region), and
-        // scratch for one op's contributions.
-        let mut grads: Vec<Vec<f64>> = (0..count).map(|_| vec![0.0; BLOCK]).collect();
+        // The gradient registers, and three more that are borrowed where a rule has no
+        // upstream register or writes to no register (so that every rule borrows three
+        // distinct ones), never written; scratch for one rule's contributions.
+        let spare = self.grad_registers;
+        let mut grads = vec![0.0; (spare + 3) * BLOCK];
         let mut scratch = vec![0.0; 2 * BLOCK];
         let mut block = |lo: usize, hi: usize| -> f64 {
             let (len, at_part) = (hi - lo, lo - start);
@@ -901,59 +940,58 @@ impl Pass<'_> {
                 true => pairwise(register(&registers, self.steps[0], len)),
                 false => 0.0,
             };
-            for (at, &plan) in self.plans.iter().enumerate() {
-                if let Some(q) = self.hands_to[at] {
-                    // (the upstream register becomes the operand's: no pass)
-                    grads.swap(at, q);
-                    continue;
-                }
-                let s = self.steps[at];
-                // Direct targets are moved out for the call (no copy), and back after.
-                let mut region: [Vec<f64>; 2] = Default::default();
-                let mut input: [&mut [f64]; 2] = Default::default();
-                for k in 0..2 {
-                    match plan[k] {
-                        Plan::Direct(Target::Region(q)) => {
-                            region[k] = std::mem::take(&mut grads[q])
-                        }
-                        Plan::Direct(Target::Input(x)) => {
-                            input[k] = std::mem::take(&mut sums[x].data)
-                        }
-                        _ => {}
+            let reg = |r: usize| r * BLOCK..r * BLOCK + len;
+            let part = at_part..at_part + len;
+            for rule in &self.rules {
+                let s = self.steps[rule.at];
+                let [p0, p1] = rule.put;
+                let written = |k: usize| match rule.put[k] {
+                    Put::Register(r) => r,
+                    _ => spare + 1 + k,
+                };
+                let up_register = if rule.at == 0 { spare } else { rule.up };
+                let [up, r0, r1] = grads
+                    .get_disjoint_mut([reg(up_register), reg(written(0)), reg(written(1))])
+                    .expect("a rule's registers are distinct");
+                let (s0, s1) = match (p0, p1) {
+                    (Put::Sum(x0), Put::Sum(x1)) => {
+                        let [a, b] = sums
+                            .get_disjoint_mut([x0, x1])
+                            .expect("one operand goes straight into a sum");
+                        (
+                            Some(&mut a.data[part.clone()]),
+                            Some(&mut b.data[part.clone()]),
+                        )
                     }
-                }
-                {
-                    // The top's upstream straight from its slot (one number, or `n`).
-                    let up = match (at, self.upstream.data()) {
-                        (0, [u]) => Up::One(*u),
-                        (0, all) => Up::Many(&all[lo..hi]),
-                        _ if self.negated[at] => Up::Negated(&grads[at][..len]),
-                        _ => Up::Many(&grads[at][..len]),
-                    };
-                    let (sa, sb) = scratch.split_at_mut(BLOCK);
-                    let ([ra, rb], [ia, ib]) = (&mut region, &mut input);
-                    let g = [
-                        place(plan[0], ra, ia, sa, at_part, len),
-                        place(plan[1], rb, ib, sb, at_part, len),
-                    ];
-                    let a = self.program.operand(&registers, s, 0, lo, hi);
-                    let b = self.program.operand(&registers, s, 1, lo, hi);
-                    let out = register(&registers, s, len);
-                    self.program.steps[s].block.backward_block(a, b, out, up, g);
-                }
-                for (k, (region, input)) in region.into_iter().zip(input).enumerate() {
+                    (Put::Sum(x), _) => (Some(&mut sums[x].data[part.clone()]), None),
+                    (_, Put::Sum(x)) => (None, Some(&mut sums[x].data[part.clone()])),
+                    _ => (None, None),
+                };
+                let (sa, sb) = scratch.split_at_mut(BLOCK);
+                let g = [(p0, r0, s0, sa), (p1, r1, s1, sb)].map(|(p, r, s, c)| match p {
+                    Put::Skip => None,
+                    Put::Register(_) => Some(r),
+                    Put::Sum(_) => s,
+                    Put::AddRegister(_) | Put::AddSum(_) => Some(&mut c[..len]),
+                });
+                // The top's upstream straight from its slot (one number, or `n`).
+                let up = match (rule.at, self.upstream.data()) {
+                    (0, [u]) => Up::One(*u),
+                    (0, all) => Up::Many(&all[lo..hi]),
+                    _ if rule.negated => Up::Negated(up),
+                    _ => Up::Many(up),
+                };
+                let a = self.program.operand(&registers, s, 0, lo, hi);
+                let b = self.program.operand(&registers, s, 1, lo, hi);
+                let out = register(&registers, s, len);
+                self.program.steps[s].block.backward_block(a, b, out, up, g);
+                for (k, put) in rule.put.into_iter().enumerate() {
                     let c = &scratch[k * BLOCK..k * BLOCK + len];
-                    match plan[k] {
-                        Plan::Skip => {}
-                        Plan::Direct(Target::Region(q)) => grads[q] = region,
-                        Plan::Direct(Target::Input(x)) => {
-                            sums[x].data = input;
-                            sums[x].landed(at_part, at_part + len);
-                        }
-                        Plan::Add(Target::Region(q)) => add_into(&mut grads[q][..len], c),
-                        Plan::Add(Target::Input(x)) => {
-                            add_into(&mut sums[x].data[at_part..at_part + len], c)
-                        }
+                    match put {
+                        Put::Skip | Put::Register(_) => {}
+                        Put::Sum(x) => sums[x].landed(at_part, at_part + len),
+                        Put::AddRegister(r) => add_into(&mut grads[reg(r)], c),
+                        Put::AddSum(x) => add_into(&mut sums[x].data[part.clone()], c),
                     }
                 }
             }
