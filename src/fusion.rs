@@ -864,7 +864,8 @@ enum Put {
 struct Rule {
     /// The node's position in the region (0: the top, whose upstream is the slot's).
     at: usize,
-    /// The gradient register holding the node's upstream (the top's is not in one).
+    /// The gradient register holding the node's upstream (the top's own register,
+    /// which holds nothing, for the top: its upstream is in its slot).
     up: usize,
     /// Whether that register holds the upstream negated.
     negated: bool,
@@ -927,11 +928,12 @@ impl Pass<'_> {
     /// sums that part, if wanted (else 0).
     fn part(&self, start: usize, end: usize, sums: &mut [Part<'_>]) -> f64 {
         let mut registers = self.program.registers();
-        // The gradient registers, and three more that are borrowed where a rule has no
-        // upstream register or writes to no register (so that every rule borrows three
-        // distinct ones), never written; scratch for one rule's contributions.
+        // The gradient registers, and two more that are borrowed where a rule writes
+        // to no register (so that every rule borrows three distinct ones), never
+        // written; scratch for one rule's contributions. (The top's register holds
+        // nothing, its upstream being in its slot, and no rule writes to it.)
         let spare = self.grad_registers;
-        let mut grads = vec![0.0; (spare + 3) * BLOCK];
+        let mut grads = vec![0.0; (spare + 2) * BLOCK];
         let mut scratch = vec![0.0; 2 * BLOCK];
         let mut block = |lo: usize, hi: usize| -> f64 {
             let (len, at_part) = (hi - lo, lo - start);
@@ -947,11 +949,10 @@ impl Pass<'_> {
                 let [p0, p1] = rule.put;
                 let written = |k: usize| match rule.put[k] {
                     Put::Register(r) => r,
-                    _ => spare + 1 + k,
+                    _ => spare + k,
                 };
-                let up_register = if rule.at == 0 { spare } else { rule.up };
                 let [up, r0, r1] = grads
-                    .get_disjoint_mut([reg(up_register), reg(written(0)), reg(written(1))])
+                    .get_disjoint_mut([reg(rule.up), reg(written(0)), reg(written(1))])
                     .expect("a rule's registers are distinct");
                 let (s0, s1) = match (p0, p1) {
                     (Put::Sum(x0), Put::Sum(x1)) => {
