@@ -7,16 +7,16 @@
 //! `pairwise_sum`, by `sum` on an unfused tape, and by `sum` of a pending node on a
 //! fused tape (summed block by block, split between threads from 2^18 elements).
 
+mod common;
+
+use common::rng::Rng;
 use tapegrad::{Tape, Tensor, pairwise_sum, set_threads};
 
 const FIXTURE: &str = include_str!("fixtures/sums.txt");
 
-/// splitmix64's finalizer, as in the generator.
+/// The generator's `mix(x)`: splitmix64's first number from seed `x`.
 fn mix(x: u64) -> u64 {
-    let x = x.wrapping_add(0x9E37_79B9_7F4A_7C15);
-    let x = (x ^ (x >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-    let x = (x ^ (x >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-    x ^ (x >> 31)
+    Rng(x).next_u64()
 }
 
 /// The generator's array of length `n`.
