@@ -348,9 +348,8 @@ impl Nodes {
             (None, None) => NO_SIDE,
             (value, op) => self.push_side(Side { value, op }),
         };
-        if self.list.capacity() == 0 {
-            // (a small graph's nodes in one allocation)
-            self.list.reserve(16);
+        if self.list.len() == self.list.capacity() {
+            self.make_room();
         }
         self.list.push(Node {
             op,
@@ -365,8 +364,9 @@ impl Nodes {
         index
     }
 
-    /// Room for at least one more node (out of line: the callers' fast paths then call
-    /// nothing).
+    /// Room for at least one more node: 16 at first (a small graph's nodes in one
+    /// allocation), then twice as many. Out of line, so that `push_scalar`'s fast path
+    /// calls nothing.
     #[cold]
     #[inline(never)]
     fn make_room(&mut self) {
@@ -1231,17 +1231,8 @@ fn sweep_rules(nodes: &[Node], slots: &mut Slots, from: usize) -> Option<usize> 
 /// `Slots` keeps every rank-0 gradient as a number.
 #[inline(always)]
 fn add_number(list: &mut [Stamped], sweep: u32, j: usize, g: f64) {
-    let s = &mut list[j];
-    match (s.sweep == sweep, s.state) {
-        (true, SCALAR) => s.value += g,
-        (true, FULL) => unreachable!("tapegrad: a gradient with elements reached a rank-0 node"),
-        _ => {
-            *s = Stamped {
-                sweep,
-                state: SCALAR,
-                value: g,
-            }
-        }
+    if !list[j].add(sweep, g) {
+        unreachable!("tapegrad: a gradient with elements reached a rank-0 node");
     }
 }
 
@@ -1263,6 +1254,27 @@ struct Stamped {
     /// `EMPTY`, `SCALAR` (`value` is the number) or `FULL` (`value`'s bits are the index).
     state: u8,
     value: f64,
+}
+
+impl Stamped {
+    /// Add `g` to this slot (in sweep `sweep`) if it holds a number or nothing (then
+    /// `g` itself: adding to 0 would turn -0 into +0); `false`, changing nothing, if it
+    /// holds a tensor.
+    #[inline(always)]
+    fn add(&mut self, sweep: u32, g: f64) -> bool {
+        match (self.sweep == sweep, self.state) {
+            (true, SCALAR) => self.value += g,
+            (true, FULL) => return false,
+            _ => {
+                *self = Stamped {
+                    sweep,
+                    state: SCALAR,
+                    value: g,
+                }
+            }
+        }
+        true
+    }
 }
 
 const EMPTY: u8 = 0;
@@ -1387,18 +1399,8 @@ impl Slots {
     /// Add a contribution that is the same for every element to node `j`'s gradient.
     #[inline(always)]
     pub(crate) fn add_scalar(&mut self, j: usize, g: f64) {
-        let sweep = self.sweep;
-        let s = &mut self.list[j];
-        match (s.sweep == sweep, s.state) {
-            (true, SCALAR) => s.value += g,
-            (true, FULL) => self.add_scalar_to_full(j, g),
-            _ => {
-                *s = Stamped {
-                    sweep,
-                    state: SCALAR,
-                    value: g,
-                }
-            }
+        if !self.list[j].add(self.sweep, g) {
+            self.add_scalar_to_full(j, g);
         }
     }
 
