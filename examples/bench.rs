@@ -10,9 +10,9 @@
 //!
 //! What it measures:
 //! - `hinge_tape`: build the hinge loss on a fresh tape, `backward`, read the gradient
-//!   and the loss: what a user of the tape does. From 2^19 elements the tape fuses the
-//!   chain, computes the loss in the gradients' pass, and splits that pass between the
-//!   threads (`tapegrad::threads()`, printed first). Its baseline `hinge_fused` is one hand-written,
+//!   and the loss: what a user of the tape does. From 2^15 elements the tape fuses the
+//!   chain and computes the loss in the gradients' pass; from 2^18 it splits that pass
+//!   between the threads (`tapegrad::threads()`, printed first). Its baseline `hinge_fused` is one hand-written,
 //!   branch-free, vectorized loop computing the loss and the np.where gradient together
 //!   and returning a new gradient vector, as the tape does; `hinge_fused_into` is the
 //!   same loop writing into a buffer the caller reuses: the pure cost of the arithmetic
@@ -29,10 +29,11 @@
 //!   arrays of N f64 (the two inputs included).
 //!
 //! - `hinge_tape_unfused`: `hinge_tape` on `Tape::unfused()`, every op computed whole as
-//!   it is recorded (what `Tape::new()` does below 2^19 elements).
+//!   it is recorded (what `Tape::new()` does below 2^15 elements).
 //! - `hinge_tape_value_first`: `hinge_tape` reading the loss before `backward` (the
-//!   bench's `hinge_tape` calls `backward` first): where the tape fuses, the value then
-//!   takes a pass over the inputs of its own.
+//!   bench's `hinge_tape` calls `backward` first): from 2^18 elements, where the tape
+//!   fuses, the value then takes a pass over the inputs of its own; below, `Tape::new()`
+//!   lays the chain out when the loss is read, as unfused.
 //! - `hinge_tape_one_thread`: `hinge_tape` after `tapegrad::set_threads(1)`, as the
 //!   hand-fused loops run.
 //! - `scalar_chain_reverse_crate`: the same chain on the `reverse` crate's scalar tape,
@@ -41,7 +42,7 @@
 //! Why the tape is slower than the fused loop on one thread: a fused region runs each
 //! op as one pass over a block's registers (in L1), where the compiled loop keeps every
 //! value in CPU registers (the hinge's pass runs six such passes: three ops forward,
-//! their sum, two backward, the `1 - x` handing its upstream on); below 2^19 elements
+//! their sum, two backward, the `1 - x` handing its upstream on); below 2^15 elements
 //! each op streams whole arrays, which then stay in cache. The hand-fused loops here
 //! run on one thread. A rank-0 node is a 40-byte record with nothing to drop (its op,
 //! two inputs, its number, flags): recording one borrows the tape, looks at each

@@ -60,7 +60,8 @@
 //! So a loss that ends in `sum` or `mean` of a fused chain, like [`losses::hinge`], is
 //! computed with its gradient in one pass over the inputs if `backward` comes first and
 //! the value is read after it; reading the value first costs a pass of its own (the
-//! results are the same). A pass over a chain of at least 2^18 elements is split among
+//! results are the same), or on [`Tape::new`] below 2^18 elements lays the chain out.
+//! A pass over a chain of at least 2^18 elements is split among
 //! threads ([`set_threads`], `TAPEGRAD_THREADS`; by default as many as the machine has,
 //! at most 8), at the top levels of the pairwise recursion, so the bits do not depend
 //! on the count.
@@ -72,12 +73,15 @@
 //! (the two inputs and the gradient) where the unfused chain keeps 6.
 //!
 //! Which tape fuses what:
-//! - [`Tape::new`] fuses results of 2^19 elements and more, of the ops that cost about
+//! - [`Tape::new`] fuses results of 2^15 elements and more, of the ops that cost about
 //!   as little as moving an element through memory (add, sub, mul, neg, max, min, abs,
-//!   relu), and lays out a pending value as soon as a second op uses it. Below 2^19 the
-//!   arrays of a chain stay in cache, and computing each op whole is faster than
-//!   recomputing in the backward; recomputing `exp`, `tanh` or `sin`, or a value shared
-//!   by several chains, costs more than storing it.
+//!   relu), and lays out a pending value as soon as a second op uses it. Below 2^15,
+//!   computing each op whole is faster than a fused pass; recomputing `exp`, `tanh` or
+//!   `sin`, or a value shared by several chains, costs more than storing it. Below 2^18,
+//!   where a chain's arrays stay in cache, laying out a pending value (`value()`, an op
+//!   that does not fuse, a second use) lays out and keeps its whole chain, each op
+//!   computed whole, so that the backward recomputes nothing: reading the loss before
+//!   `backward` then costs what it costs unfused.
 //! - [`Tape::fused`] fuses every elementwise op from two elements, shared values
 //!   included: the least memory.
 //! - [`Tape::unfused`] never fuses.

@@ -156,6 +156,9 @@ pub(crate) struct Nodes {
     sides: Vec<Side>,
     /// The inputs of the ops of more than two, one after another.
     more: Vec<usize>,
+    /// Below how many elements laying out a pending value lays out its whole cone, op
+    /// by op, and keeps every value of it (`KEEP_BELOW` on `Tape::new`, 0 elsewhere).
+    keep_below: usize,
 }
 
 /// One node: its op, its inputs, its value if it is a plain number, and whether a
@@ -549,12 +552,41 @@ fn computed(nodes: &Nodes, j: usize) -> Tensor {
     }
 }
 
-/// Lay out node `j`'s value and keep it, if it is pending or unsummed.
+/// Lay out node `j`'s value and keep it, if it is pending or unsummed. On a tape that
+/// keeps small cones (`Nodes::keep_below`), the whole cone of a pending value shorter
+/// than that is laid out first, each op computed whole as the unfused engine computes
+/// it, so the backward finds every value it reads and recomputes nothing.
 #[inline]
 pub(crate) fn lay_out(nodes: &mut Nodes, j: usize) {
+    let root = match nodes.value(j) {
+        View::Pending(_) => j,
+        View::Unsummed => nodes.inputs(j)[0],
+        View::Ready(_) | View::Scalar(_) => return,
+    };
+    if let View::Pending(p) = nodes.value(root)
+        && p.len < nodes.keep_below
+    {
+        lay_out_cone(nodes, root);
+    }
     if let View::Pending(_) | View::Unsummed = nodes.value(j) {
         let value = Value::of(computed(nodes, j));
         nodes.set_value(j, value);
+    }
+}
+
+/// Lay out every pending node of `root`'s cone, in ascending order, each by its op's
+/// `forward` on its laid-out operands.
+#[cold]
+fn lay_out_cone(nodes: &mut Nodes, root: usize) {
+    for k in fusion::cone(nodes, root) {
+        let op = nodes.op(k).expect("a pending node is an op");
+        let forward = match *nodes.inputs(k) {
+            [a] => op.forward(&[&value_of(nodes, a)]),
+            [a, b] => op.forward(&[&value_of(nodes, a), &value_of(nodes, b)]),
+            _ => unreachable!("a pending op takes one or two inputs"),
+        };
+        let value = forward.expect("the operands of a pending op fit it");
+        nodes.set_value(k, Value::of(value));
     }
 }
 
@@ -575,11 +607,17 @@ fn unsummed_value(nodes: &Nodes, j: usize) -> f64 {
 
 static NEXT_TAPE_ID: AtomicU64 = AtomicU64::new(0);
 
-/// From how many elements [`Tape::new`] fuses cheap ops: below it, the arrays of a chain stay in
-/// cache and computing each op whole is faster than recomputing values in the backward;
-/// above it, memory traffic dominates and fusing is faster (the fused and unfused hinge
-/// cross near 6 x 10^5 elements on the machine of the README's table).
-const FUSE_FROM: usize = 1 << 19;
+/// From how many elements [`Tape::new`] fuses cheap ops: below it, computing each op
+/// whole is faster than a fused pass's per-block work (the fused and unfused hinge,
+/// `backward` first, cross near 2.5 x 10^4 elements on the machine of the README's table).
+const FUSE_FROM: usize = 1 << 15;
+
+/// Below how many elements [`Tape::new`] lays out the whole cone of a pending value
+/// that something other than `backward` needs (`value()`, an op that does not fuse, a
+/// second use): the backward would recompute the cone, and while its arrays stay in
+/// cache, keeping them costs less (the hinge read before `backward` is faster unfused
+/// up to about 2.8 x 10^5 elements on that machine).
+const KEEP_BELOW: usize = 1 << 18;
 
 impl Default for Tape {
     fn default() -> Self {
@@ -598,6 +636,7 @@ impl Tape {
         Tape {
             nodes: RefCell::new(Nodes {
                 list: Vec::with_capacity(nodes),
+                keep_below: KEEP_BELOW,
                 ..Nodes::default()
             }),
             slots: RefCell::new(Slots::default()),
@@ -610,14 +649,16 @@ impl Tape {
 
     /// An empty tape that fuses every chain of elementwise ops on tensors of two or more
     /// elements, whatever their size and their ops: the least memory (see
-    /// [Fusion](crate#fusion)). [`Tape::new`] fuses only cheap ops from 2^19 elements,
+    /// [Fusion](crate#fusion)). [`Tape::new`] fuses only cheap ops from 2^15 elements,
     /// where fusing is also faster.
     pub fn fused() -> Tape {
-        Tape {
+        let mut tape = Tape {
             fuse_from: 2,
             fuse_all: true,
             ..Tape::new()
-        }
+        };
+        tape.nodes.get_mut().keep_below = 0;
+        tape
     }
 
     /// An empty tape that computes every op as soon as it is recorded, one whole array
@@ -631,7 +672,7 @@ impl Tape {
         }
     }
 
-    /// The element count from which this tape fuses elementwise ops: 2^19 for
+    /// The element count from which this tape fuses elementwise ops: 2^15 for
     /// [`Tape::new`], 2 for [`Tape::fused`], `None` for [`Tape::unfused`].
     pub fn fuses_from(&self) -> Option<usize> {
         (self.fuse_from != usize::MAX).then_some(self.fuse_from)

@@ -1,6 +1,6 @@
 //! Fusion changes no bit: a fused tape ([`Tape::fused`], which records chains of
 //! elementwise ops lazily and evaluates them block by block; [`Tape::new`] does so for
-//! cheap ops from 2^19 elements) gives the same values and gradients as an unfused one
+//! cheap ops from 2^15 elements) gives the same values and gradients as an unfused one
 //! ([`Tape::unfused`], every op computed as it is recorded), bit for bit ([`same_bits`]:
 //! NaN matches any NaN, +0 and -0 differ) and shape for shape. Every graph here is built
 //! by one function that takes the tape, once on each.
@@ -24,7 +24,7 @@
 //! - The seed's hinge loss at N = 10^6: fused and unfused agree, and the gradient is the
 //!   closed form.
 //! - A custom op's backward that reads values and prints the tape while the sweep runs;
-//!   misuse panicking with the same message; `Tape::new` around its 2^19 threshold.
+//!   misuse panicking with the same message; `Tape::new` around its 2^15 and 2^18 thresholds.
 //!
 //! The random graphs run `CASES` cases per property; `TAPEGRAD_FUSION_CASES=N` runs N.
 
@@ -145,8 +145,8 @@ fn an_upstream_handed_on_by_add_sub_or_neg_meets_the_other_uses_of_its_operand()
 #[test]
 fn tape_fused_fuses_from_two_elements_tape_new_from_large_arrays_and_unfused_never() {
     assert_eq!(Tape::fused().fuses_from(), Some(2));
-    assert_eq!(Tape::new().fuses_from(), Some(1 << 19));
-    assert_eq!(Tape::default().fuses_from(), Some(1 << 19));
+    assert_eq!(Tape::new().fuses_from(), Some(1 << 15));
+    assert_eq!(Tape::default().fuses_from(), Some(1 << 15));
     assert_eq!(Tape::unfused().fuses_from(), None);
 }
 
@@ -1817,8 +1817,8 @@ fn a_custom_backward_reading_values_and_printing_the_tape_sees_the_same_fused_an
 
 /// A custom backward reading the loss it is part of, a mean not yet summed while the
 /// sweep runs (the sweep sums it and keeps the value after): the same bits as the
-/// unfused tape, read there and after; on `Tape::fused` and, past 2^19 elements with
-/// the hinge, on `Tape::new`.
+/// unfused tape, read there and after; on `Tape::fused` and, past 2^15 and 2^18
+/// elements with the hinge, on `Tape::new`.
 #[test]
 fn a_custom_backward_reading_the_unsummed_loss_sees_its_value() {
     type Seen = Rc<RefCell<Vec<u64>>>;
@@ -1851,7 +1851,12 @@ fn a_custom_backward_reading_the_unsummed_loss_sees_its_value() {
         let seen = seen.borrow().clone();
         (seen, out)
     }
-    for (n, use_hinge) in [(1000, false), (1000, true), ((1 << 19) + 3, true)] {
+    for (n, use_hinge) in [
+        (1000, false),
+        (1000, true),
+        ((1 << 15) + 3, true),
+        ((1 << 18) + 3, true),
+    ] {
         let (want_seen, want) = run(leaked(Tape::unfused()), n, use_hinge);
         assert_eq!(want_seen.len(), 1);
         for tape in [Tape::fused(), Tape::new()] {
@@ -1962,12 +1967,14 @@ fn misuse_panics_with_the_same_message_fused_and_unfused() {
     }
 }
 
-/// [`Tape::new`] fuses only cheap ops, from 2^19 elements, and lays a pending value out
-/// at its second use. Just below, at and past that size, a graph of cheap chains broken
-/// by other ops, with a tracked `[]` and `[1]` weight and a node used three times, gives
-/// the same bits on it and on [`Tape::fused`] as unfused.
+/// [`Tape::new`] fuses only cheap ops, from 2^15 elements, lays a pending value out at
+/// its second use, and below 2^18 lays out a pending value's whole cone when it lays
+/// the value out. Just below, at and past both sizes, a graph of cheap chains broken by
+/// other ops, with a tracked `[]` and `[1]` weight and a node used three times, gives
+/// the same bits on it and on [`Tape::fused`] as unfused; so does a graph read in every
+/// order before `backward`.
 #[test]
-fn tape_new_at_its_threshold_gives_the_same_bits_as_unfused() {
+fn tape_new_at_its_thresholds_gives_the_same_bits_as_unfused() {
     let graph = |tape: &Tape, n: usize| {
         let mut rng = Rng(n as u64);
         let x = tape.var(rng.tensor(&[n], -2.0, 2.0));
@@ -1989,7 +1996,13 @@ fn tape_new_at_its_threshold_gives_the_same_bits_as_unfused() {
         }
         out
     };
-    for n in [(1 << 19) - 1, 1 << 19, (1 << 19) + 3] {
+    for n in [
+        (1 << 15) - 1,
+        1 << 15,
+        (1 << 15) + 3,
+        (1 << 18) - 1,
+        1 << 18,
+    ] {
         let want = graph(&Tape::unfused(), n);
         for tape in [Tape::new(), Tape::fused()] {
             let found = differences(&graph(&tape, n), &want);
@@ -1999,6 +2012,11 @@ fn tape_new_at_its_threshold_gives_the_same_bits_as_unfused() {
                 "n = {n}, fuses from {fuses:?}: {}",
                 found.join("\n")
             );
+        }
+        let want = read_order_graph(&Tape::unfused(), n, Reads::AfterSweep);
+        for reads in READS {
+            let found = differences(&read_order_graph(&Tape::new(), n, reads), &want);
+            assert!(found.is_empty(), "n = {n}, {reads:?}: {}", found.join("\n"));
         }
     }
 }

@@ -1,10 +1,13 @@
-//! The gradient slots of a sweep hold no more tensors than the sweep needs at once, and
-//! `Tape::clear` drops the tensors that a sweep cut short by a panic left in them. Both
-//! tests measure live heap bytes with the counting allocator below, so they run one
+//! What a tape keeps alive. The gradient slots of a sweep hold no more tensors than the
+//! sweep needs at once; `Tape::clear` drops the tensors that a sweep cut short by a panic
+//! left in them; and `Tape::new` keeps the values of a mid-sized chain that is read
+//! before `backward`, but not of a longer one, nor of one the backward reaches first.
+//! The tests measure live heap bytes with the counting allocator below, so they run one
 //! after the other (a lock), and no other test shares this binary.
 
 use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::sync::Mutex;
+use tapegrad::losses::hinge;
 use tapegrad::{Tape, Tensor, release_pooled_buffers};
 
 #[path = "common/counting.rs"]
@@ -76,4 +79,63 @@ fn clear_drops_the_tensors_a_panicking_sweep_left_in_the_slots() {
         kept < array / 2,
         "{kept} bytes still live after clear (one array is {array})"
     );
+}
+
+/// The hinge at `n` elements on `tape`, from its inputs: the bytes left live by
+/// recording it and reading the loss before `backward`, or the most bytes live at once
+/// while recording it and running `backward` (the pool released first, so every array
+/// counts).
+fn hinge_bytes(tape: &Tape, n: usize, value_first: bool) -> isize {
+    let pred = Tensor::from(
+        (0..n)
+            .map(|i| (i % 9) as f64 / 2.0 - 2.0)
+            .collect::<Vec<_>>(),
+    );
+    let target = Tensor::from((0..n).map(|i| [1.0, -1.0][i % 2]).collect::<Vec<_>>());
+    let (p, t) = (tape.var(pred), tape.constant(target));
+    release_pooled_buffers();
+    let before = live();
+    reset_peak();
+    let loss = hinge(p, t);
+    let bytes = if value_first {
+        let _ = loss.value();
+        live() - before
+    } else {
+        let _ = loss.backward();
+        peak() - before
+    };
+    assert!(loss.value().item() > 0.0);
+    bytes
+}
+
+/// `Tape::new` fuses the hinge's chain from 2^15 elements, so a `backward` that comes
+/// first holds about the gradient (and the value, computed in its pass, keeps nothing);
+/// read first below 2^18, the chain's three arrays are laid out and kept for the
+/// backward instead of recomputed in it; from 2^18, and on `Tape::fused`, they are not.
+#[test]
+fn tape_new_keeps_a_mid_sized_chain_read_before_backward() {
+    let _one = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
+    for n in [(1 << 15) + 3, 100_000, (1 << 18) - 1, (1 << 18) + 1] {
+        let array = (n * 8) as isize;
+        let kept = hinge_bytes(&Tape::new(), n, true);
+        if n < 1 << 18 {
+            assert!(
+                kept > 3 * array - array / 8 && kept < 3 * array + array / 8,
+                "n = {n}: Tape::new kept {kept} bytes after reading the loss (one array is {array})"
+            );
+        } else {
+            assert!(kept < array / 2, "n = {n}: Tape::new kept {kept} bytes");
+        }
+        let kept = hinge_bytes(&Tape::fused(), n, true);
+        assert!(kept < array / 2, "n = {n}: Tape::fused kept {kept} bytes");
+        // Unfused, the chain's three arrays and the backward's; fused, only the
+        // gradient and a few blocks.
+        let peak = hinge_bytes(&Tape::new(), n, false);
+        assert!(
+            peak < array + array / 4,
+            "n = {n}: backward first took {peak} bytes at the peak (one array is {array})"
+        );
+        let peak = hinge_bytes(&Tape::unfused(), n, false);
+        assert!(peak >= 3 * array, "n = {n}: unfused took {peak} bytes");
+    }
 }
