@@ -8,7 +8,8 @@
 //!
 //! - a non-elementwise op, a true broadcast, a pending operand of another shape (`[n]`
 //!   into `[1, n]`), a cone past [`MAX_CONE`], or `value()` lays the node out (and keeps
-//!   it); `Display`, `to_dot` and `Debug` compute a preview or a copy, not kept;
+//!   it; on `Tape::new` below `KEEP_BELOW` elements, its whole cone, see `lay_out`);
+//!   `Display`, `to_dot` and `Debug` compute a preview or a copy, not kept;
 //! - `sum` and `mean` of a pending node are recorded *unsummed* (`Value::Unsummed`):
 //!   when something needs them they sum it block by block ([`sum`]), with the same
 //!   pairwise blocking as [`crate::pairwise_sum`], so nothing is laid out;

@@ -75,12 +75,13 @@
 //! Which tape fuses what:
 //! - [`Tape::new`] fuses results of 2^15 elements and more, of the ops that cost about
 //!   as little as moving an element through memory (add, sub, mul, neg, max, min, abs,
-//!   relu), and lays out a pending value as soon as a second op uses it. Below 2^15,
-//!   computing each op whole is faster than a fused pass; recomputing `exp`, `tanh` or
-//!   `sin`, or a value shared by several chains, costs more than storing it. Below 2^18,
-//!   where a chain's arrays stay in cache, laying out a pending value (`value()`, an op
-//!   that does not fuse, a second use) lays out and keeps its whole chain, each op
-//!   computed whole, so that the backward recomputes nothing: reading the loss before
+//!   relu), and lays out a pending value as soon as a second op uses it. Below about
+//!   2.5 x 10^4 elements computing each op whole is faster than a fused pass (2^15 is
+//!   the power of two above); recomputing `exp`, `tanh` or `sin`, or a value shared by
+//!   several chains, costs more than storing it. Below 2^18, where a chain's arrays stay
+//!   in cache, laying out a pending value (`value()`, an op that does not fuse, a
+//!   second use) lays out and keeps the whole chain below it, each op computed whole,
+//!   so that the backward recomputes none of that chain: reading the loss before
 //!   `backward` then costs what it costs unfused.
 //! - [`Tape::fused`] fuses every elementwise op from two elements, shared values
 //!   included: the least memory.

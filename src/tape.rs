@@ -555,7 +555,7 @@ fn computed(nodes: &Nodes, j: usize) -> Tensor {
 /// Lay out node `j`'s value and keep it, if it is pending or unsummed. On a tape that
 /// keeps small cones (`Nodes::keep_below`), the whole cone of a pending value shorter
 /// than that is laid out first, each op computed whole as the unfused engine computes
-/// it, so the backward finds every value it reads and recomputes nothing.
+/// it, so the backward finds those values and recomputes none of them.
 #[inline]
 pub(crate) fn lay_out(nodes: &mut Nodes, j: usize) {
     let root = match nodes.value(j) {
