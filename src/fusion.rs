@@ -58,8 +58,14 @@ pub(crate) const MAX_CONE: usize = 32;
 /// The pending value of an elementwise op on `inputs`, if it can be deferred: its
 /// operands are each one element or as long as its output (no broadcast but a
 /// scalar's), pending ones of its exact shape (those of another shape are laid out),
-/// and the cone stays within [`MAX_CONE`] (else the pending operands are laid out).
-pub(crate) fn defer(nodes: &mut Nodes, inputs: &[usize], from: usize) -> Option<Value> {
+/// and the cone stays within [`MAX_CONE`] (else the pending operands are laid out; as
+/// `lay_out` lays out, with the cones shorter than `keep_below`).
+pub(crate) fn defer(
+    nodes: &mut Nodes,
+    inputs: &[usize],
+    from: usize,
+    keep_below: usize,
+) -> Option<Value> {
     let shape: Shape = match *inputs {
         [a] => nodes.shape(a).into(),
         [a, b] => broadcast_shapes(nodes.shape(a), nodes.shape(b))?,
@@ -77,11 +83,11 @@ pub(crate) fn defer(nodes: &mut Nodes, inputs: &[usize], from: usize) -> Option<
     for &j in inputs {
         match nodes.value(j) {
             View::Pending(p) if p.shape == shape => size += p.size,
-            _ => lay_out(nodes, j),
+            _ => lay_out(nodes, j, keep_below),
         }
     }
     if size > MAX_CONE {
-        inputs.iter().for_each(|&j| lay_out(nodes, j));
+        inputs.iter().for_each(|&j| lay_out(nodes, j, keep_below));
         size = 1;
     }
     Some(Value::Pending(Box::new(Pending {

@@ -156,9 +156,6 @@ pub(crate) struct Nodes {
     sides: Vec<Side>,
     /// The inputs of the ops of more than two, one after another.
     more: Vec<usize>,
-    /// Below how many elements laying out a pending value lays out its whole cone, op
-    /// by op, and keeps every value of it (`KEEP_BELOW` on `Tape::new`, 0 elsewhere).
-    keep_below: usize,
 }
 
 /// One node: its op, its inputs, its value if it is a plain number, and whether a
@@ -552,19 +549,27 @@ fn computed(nodes: &Nodes, j: usize) -> Tensor {
     }
 }
 
-/// Lay out node `j`'s value and keep it, if it is pending or unsummed. On a tape that
-/// keeps small cones (`Nodes::keep_below`), the whole cone of a pending value shorter
-/// than that is laid out first, each op computed whole as the unfused engine computes
+/// Lay out node `j`'s value and keep it, if it is pending or unsummed. The whole cone
+/// of a pending value shorter than `keep_below` elements (see [`Tape::keeps_below`]) is
+/// laid out first, each op computed whole as the unfused engine computes
 /// it, so the backward finds those values and recomputes none of them.
 #[inline]
-pub(crate) fn lay_out(nodes: &mut Nodes, j: usize) {
+pub(crate) fn lay_out(nodes: &mut Nodes, j: usize, keep_below: usize) {
+    if let View::Pending(_) | View::Unsummed = nodes.value(j) {
+        lay_out_now(nodes, j, keep_below);
+    }
+}
+
+/// [`lay_out`] of a pending or unsummed node (out of line: the ops that record tensors
+/// call `lay_out` on every operand, nearly always laid out already).
+#[inline(never)]
+fn lay_out_now(nodes: &mut Nodes, j: usize, keep_below: usize) {
     let root = match nodes.value(j) {
-        View::Pending(_) => j,
         View::Unsummed => nodes.inputs(j)[0],
-        View::Ready(_) | View::Scalar(_) => return,
+        _ => j,
     };
     if let View::Pending(p) = nodes.value(root)
-        && p.len < nodes.keep_below
+        && p.len < keep_below
     {
         lay_out_cone(nodes, root);
     }
@@ -636,7 +641,6 @@ impl Tape {
         Tape {
             nodes: RefCell::new(Nodes {
                 list: Vec::with_capacity(nodes),
-                keep_below: KEEP_BELOW,
                 ..Nodes::default()
             }),
             slots: RefCell::new(Slots::default()),
@@ -652,13 +656,11 @@ impl Tape {
     /// [Fusion](crate#fusion)). [`Tape::new`] fuses only cheap ops from 2^15 elements,
     /// where fusing is also faster.
     pub fn fused() -> Tape {
-        let mut tape = Tape {
+        Tape {
             fuse_from: 2,
             fuse_all: true,
             ..Tape::new()
-        };
-        tape.nodes.get_mut().keep_below = 0;
-        tape
+        }
     }
 
     /// An empty tape that computes every op as soon as it is recorded, one whole array
@@ -670,6 +672,13 @@ impl Tape {
             fuse_from: usize::MAX,
             ..Tape::new()
         }
+    }
+
+    /// Below how many elements laying out a pending value lays out and keeps its whole
+    /// cone: [`KEEP_BELOW`] on a tape that fuses only cheap ops (`Tape::new`), none on
+    /// [`Tape::fused`], which keeps the least.
+    fn keeps_below(&self) -> usize {
+        if self.fuse_all { 0 } else { KEEP_BELOW }
     }
 
     /// The element count from which this tape fuses elementwise ops: 2^15 for
@@ -825,7 +834,7 @@ impl Tape {
                     {
                         p.uses += 1;
                         if p.uses > 1 {
-                            lay_out(nodes, j);
+                            lay_out(nodes, j, self.keeps_below());
                         }
                     }
                 }
@@ -833,7 +842,9 @@ impl Tape {
             // (a deferred result is as long as its longest operand: no true broadcast)
             let longest = inputs.iter().map(|&j| nodes.numel(j)).max().unwrap_or(0);
             if op.block().is_some() && (self.fuse_all || op.cheap()) && longest >= self.fuse_from {
-                if let Some(value) = fusion::defer(nodes, inputs, self.fuse_from) {
+                if let Some(value) =
+                    fusion::defer(nodes, inputs, self.fuse_from, self.keeps_below())
+                {
                     return Ok(value);
                 }
             } else if let (Some(_), &[a]) = (op.value_of_sum(), inputs)
@@ -844,7 +855,7 @@ impl Tape {
             }
         }
         for &j in inputs {
-            lay_out(nodes, j);
+            lay_out(nodes, j, self.keeps_below());
         }
         // (a plain number as a rank-0 tensor, which holds it inline)
         let value = |j: usize| value_of(nodes, j);
@@ -1031,7 +1042,7 @@ impl<'t> Var<'t> {
         }
         match self.tape.nodes.try_borrow_mut() {
             Ok(mut nodes) => {
-                lay_out(&mut nodes, self.index);
+                lay_out(&mut nodes, self.index, self.tape.keeps_below());
                 value_of(&nodes, self.index).into_owned()
             }
             // Asked from a custom op's backward: computed, not kept.
