@@ -784,10 +784,12 @@ impl Tape {
         op: impl FnOnce(bool, bool) -> &'static dyn Op,
     ) -> Option<Var<'_>> {
         let mut nodes = self.nodes.try_borrow_mut().ok()?;
-        // Room for the node first: then nothing is called between reading the inputs'
-        // numbers and writing the node, and the numbers stay in registers.
+        // Room for the node first, and out of line: the path that records then calls
+        // nothing, so the numbers stay in registers and fewer need saving on entry.
         if nodes.list.len() == nodes.list.capacity() {
             nodes.make_room();
+            drop(nodes);
+            return self.push_scalar_grown(inputs, value, op);
         }
         let scalar = |v: &Var<'_>| {
             let node = nodes.list.get(v.index)?;
@@ -819,6 +821,18 @@ impl Tape {
             tracked: tracked[0] || tracked[1],
         });
         Some(Var { tape: self, index })
+    }
+
+    /// [`Tape::push_scalar`] once the node list has grown (out of line, see there).
+    #[cold]
+    #[inline(never)]
+    fn push_scalar_grown(
+        &self,
+        inputs: &[Var<'_>],
+        value: impl FnOnce(f64, f64) -> f64,
+        op: impl FnOnce(bool, bool) -> &'static dyn Op,
+    ) -> Option<Var<'_>> {
+        self.push_scalar(inputs, value, op)
     }
 
     /// The value of `op` on `inputs` (not rank-0 numbers): deferred on a fused tape if
