@@ -12,11 +12,11 @@
 //! - `hinge_tape`: build the hinge loss on a fresh tape, `backward`, read the gradient
 //!   and the loss: what a user of the tape does. From 2^15 elements the tape fuses the
 //!   chain and computes the loss in the gradients' pass; from 2^18 it splits that pass
-//!   between the threads (`tapegrad::threads()`, printed first). Its baseline `hinge_fused` is one hand-written,
-//!   branch-free, vectorized loop computing the loss and the np.where gradient together
-//!   and returning a new gradient vector, as the tape does; `hinge_fused_into` is the
-//!   same loop writing into a buffer the caller reuses: the pure cost of the arithmetic
-//!   and the memory traffic. At 10^7 a fresh 80 MB vector costs more in page faults than
+//!   between the threads (`tapegrad::threads()`, printed first). Its baseline
+//!   `hinge_fused` is one hand-written, branch-free, vectorized loop computing the loss
+//!   and the np.where gradient together and returning a new gradient vector, as the
+//!   tape does; `hinge_fused_into` is the same loop writing into a buffer the caller
+//!   reuses: the pure cost of the arithmetic and the memory traffic. At 10^7 a fresh 80 MB vector costs more in page faults than
 //!   the arithmetic, so `hinge_fused` is slower than the tape there: the tape reuses the
 //!   buffers it freed (the per-thread pool, `tapegrad::pooled_bytes`) and does not pay
 //!   that.

@@ -61,10 +61,10 @@
 //! computed with its gradient in one pass over the inputs if `backward` comes first and
 //! the value is read after it; reading the value first costs a pass of its own (the
 //! results are the same), or on [`Tape::new`] below 2^18 elements lays the chain out.
-//! A pass over a chain of at least 2^18 elements is split among
-//! threads ([`set_threads`], `TAPEGRAD_THREADS`; by default as many as the machine has,
-//! at most 8), at the top levels of the pairwise recursion, so the bits do not depend
-//! on the count.
+//! A pass over a chain of at least 2^18 elements is split among threads
+//! ([`set_threads`], `TAPEGRAD_THREADS`; by default as many as the machine has, at most
+//! 8), at the top levels of the pairwise recursion, so the bits do not depend on the
+//! count.
 //!
 //! Both directions run each op's one per-element rule, and gradients are summed in the
 //! order the unfused sweep sums them, so values and gradients are the same to the bit

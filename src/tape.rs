@@ -551,8 +551,8 @@ fn computed(nodes: &Nodes, j: usize) -> Tensor {
 
 /// Lay out node `j`'s value and keep it, if it is pending or unsummed. The whole cone
 /// of a pending value shorter than `keep_below` elements (see [`Tape::keeps_below`]) is
-/// laid out first, each op computed whole as the unfused engine computes
-/// it, so the backward finds those values and recomputes none of them.
+/// laid out first, each op computed whole as the unfused engine computes it, so the
+/// backward finds those values and recomputes none of them.
 #[inline]
 pub(crate) fn lay_out(nodes: &mut Nodes, j: usize, keep_below: usize) {
     if let View::Pending(_) | View::Unsummed = nodes.value(j) {
