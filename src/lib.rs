@@ -69,7 +69,9 @@
 //! Both directions run each op's one per-element rule, and gradients are summed in the
 //! order the unfused sweep sums them, so values and gradients are the same to the bit
 //! as on an unfused tape, NaN, ±inf and ±0 included (`tests/fusion.rs` checks this over
-//! the op table and random graphs). The hinge loss at N = 10^7 keeps 3 arrays alive
+//! the op table and random graphs). A NaN stays a NaN, but where two NaNs with different
+//! payloads meet, which payload comes out may differ (Rust does not fix it: the
+//! vectorized and the scalar tail of a loop may pick differently). The hinge loss at N = 10^7 keeps 3 arrays alive
 //! (the two inputs and the gradient) where the unfused chain keeps 6.
 //!
 //! Which tape fuses what:
